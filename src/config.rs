@@ -1,0 +1,307 @@
+//! The validated configuration: typed values built once from `sallyport.yaml`.
+//!
+//! Loading has two stages: [`raw`] mirrors the YAML (after `${NAME}` interpolation, see [`env`]),
+//! and [`validate`] turns it into [`Config`], collecting every problem as a [`ConfigError`] that
+//! names the key path and the fix. No error ever echoes a configured value.
+
+mod duration;
+pub mod env;
+mod raw;
+mod validate;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use url::Url;
+
+pub use env::{EnvSource, ProcessEnv};
+
+use crate::secret::{ClientSecret, SessionKey};
+
+/// Everything Sallyport needs to run, checked.
+#[derive(Debug)]
+pub struct Config {
+    /// `server`.
+    pub server: ServerConfig,
+    /// `providers`, in file order; the first is the default.
+    pub providers: Vec<ProviderConfig>,
+    /// `session`.
+    pub session: SessionConfig,
+    /// `tokens`.
+    pub tokens: TokensConfig,
+    /// `services`, in file order; routes refer to them by index.
+    pub services: Vec<ServiceConfig>,
+    /// `routes`, in file order.
+    pub routes: Vec<RouteConfig>,
+    /// `static`.
+    pub static_files: Option<StaticConfig>,
+    /// `csrf`.
+    pub csrf: CsrfConfig,
+    /// `cors`.
+    pub cors: CorsConfig,
+}
+
+/// `server`.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// The public listener's address.
+    pub listen: SocketAddr,
+    /// The browser-facing origin, e.g. `https://app.example.com`.
+    pub public_url: Url,
+    /// `public_url`'s origin serialised (`scheme://host[:port]`), for `Origin` comparisons.
+    pub public_origin: String,
+    /// The admin listener's address, if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// Networks whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// How long in-flight requests may finish after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// The redirect URI registered at the provider.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/auth/callback", self.public_origin)
+    }
+
+    /// Whether the browser reaches Sallyport over https.
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+/// How Sallyport authenticates to a provider's token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+    /// Client id and secret in the form body.
+    ClientSecretPost,
+}
+
+/// `providers.<name>`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The key under `providers`.
+    pub name: String,
+    /// The issuer identifier exactly as configured; discovery must report the same string.
+    pub issuer: String,
+    /// Sallyport's client id at this provider.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: ClientSecret,
+    /// Token endpoint client authentication.
+    pub client_auth: ClientAuth,
+    /// Scopes requested at login.
+    pub scopes: Vec<String>,
+    /// Query parameters `/auth/login` passes on.
+    pub login_params: Vec<String>,
+    /// Whether to call userinfo after login.
+    pub userinfo: bool,
+    /// How long discovery metadata and JWKS are cached.
+    pub discovery_ttl: Duration,
+    /// Accepted ID-token signature algorithms (`none` is never accepted).
+    pub id_token_algs: Vec<jsonwebtoken::Algorithm>,
+    /// Allowed clock difference for `exp`/`iat`.
+    pub clock_skew: Duration,
+}
+
+/// `session`.
+#[derive(Debug)]
+pub struct SessionConfig {
+    /// Which backend holds sessions.
+    pub store: StoreConfig,
+    /// The session and login cookies.
+    pub cookie: CookieConfig,
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, used or not.
+    pub absolute_timeout: Duration,
+    /// Sealing keys; the first seals, all open.
+    pub keys: Vec<SessionKey>,
+    /// Upper bound on logins in progress (pre-login records).
+    pub max_pending_logins: usize,
+}
+
+/// Which session store to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In-process, lost on restart.
+    Memory,
+    /// Embedded, durable file.
+    File {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// `SameSite` for the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on top-level cross-site navigations.
+    Lax,
+    /// Never sent cross-site.
+    Strict,
+}
+
+/// Cookie names and attributes, derived once.
+#[derive(Debug, Clone)]
+pub struct CookieConfig {
+    /// The session cookie's name.
+    pub name: String,
+    /// The short-lived login cookie's name.
+    pub login_name: String,
+    /// The session cookie's `SameSite`.
+    pub same_site: SameSite,
+    /// Whether cookies carry `Secure` (false only for http://localhost development).
+    pub secure: bool,
+}
+
+/// `tokens`.
+#[derive(Debug)]
+pub struct TokensConfig {
+    /// Refresh an access token that expires within this long.
+    pub refresh_before: Duration,
+}
+
+/// Which token a service receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// No `Authorization` header.
+    None,
+    /// The user's access token.
+    User,
+    /// The user's ID token.
+    IdToken,
+}
+
+/// `services.<name>`.
+#[derive(Debug)]
+pub struct ServiceConfig {
+    /// The key under `services`.
+    pub name: String,
+    /// Base URL of the upstream.
+    pub url: Url,
+    /// Which token it gets.
+    pub token: TokenMode,
+    /// Time allowed until response headers.
+    pub timeout: Duration,
+}
+
+/// Whether a route needs a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A session is required (`401` without one).
+    Session,
+    /// A session is used when present.
+    Optional,
+    /// No session is read.
+    None,
+}
+
+/// One entry of `routes`.
+#[derive(Debug)]
+pub struct RouteConfig {
+    /// What the SPA calls; a trailing `/*` matches the prefix and everything below it.
+    pub path: String,
+    /// Index into [`Config::services`].
+    pub service: usize,
+    /// What the upstream receives; `None` keeps the client path.
+    pub upstream_path: Option<String>,
+    /// Session requirement.
+    pub auth: AuthMode,
+    /// Allowed methods; `None` allows all.
+    pub methods: Option<Vec<Method>>,
+}
+
+/// `static`.
+#[derive(Debug)]
+pub struct StaticConfig {
+    /// Directory with the built SPA.
+    pub dir: PathBuf,
+    /// File served for navigations that match no file.
+    pub spa_fallback: Option<String>,
+}
+
+/// `csrf`.
+#[derive(Debug)]
+pub struct CsrfConfig {
+    /// Header carrying the session's CSRF token.
+    pub header: HeaderName,
+}
+
+/// `cors`.
+#[derive(Debug)]
+pub struct CorsConfig {
+    /// Origins (`scheme://host[:port]`) allowed to call with credentials.
+    pub allowed_origins: Vec<String>,
+}
+
+/// One problem in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `session.keys[0]`; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file, one per line when printed.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates the file at `path`; relative paths in it resolve against its folder.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn load(path: &Path, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read config file {}: {e}", path.display()),
+            }])
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base, env)
+    }
+
+    /// Validates YAML `text`; relative paths resolve against `base_dir`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its key.
+    pub fn parse(text: &str, base_dir: &Path, env: &dyn EnvSource) -> Result<Config, ConfigErrors> {
+        validate::parse(text, base_dir, env)
+    }
+
+    /// The default provider (the first one).
+    pub fn default_provider(&self) -> &ProviderConfig {
+        &self.providers[0]
+    }
+}

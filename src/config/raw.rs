@@ -1,0 +1,181 @@
+//! The serde mirror of `sallyport.yaml`: every key the file may hold, with defaults declared once.
+//!
+//! Values stay close to text here; `validate` turns them into typed, checked values and reports
+//! every problem with its key path.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// Reads a string, also accepting a YAML number or boolean as its text: a client secret such as
+/// `12345` or a client id such as `yes` must not fail as "wrong type".
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+        Some(_) => return Err(serde::de::Error::custom("invalid type: expected a string")),
+    })
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) server: Option<RawServer>,
+    pub(crate) providers: Option<IndexMap<String, RawProvider>>,
+    #[serde(default)]
+    pub(crate) session: RawSession,
+    #[serde(default)]
+    pub(crate) tokens: RawTokens,
+    #[serde(default)]
+    pub(crate) signing_keys: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) services: IndexMap<String, RawService>,
+    #[serde(default)]
+    pub(crate) routes: Vec<RawRoute>,
+    #[serde(rename = "static")]
+    pub(crate) static_files: Option<RawStatic>,
+    #[serde(default)]
+    pub(crate) csrf: RawCsrf,
+    #[serde(default)]
+    pub(crate) cors: RawCors,
+}
+
+/// `server`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    /// Address the public listener binds, e.g. `127.0.0.1:8080`.
+    pub(crate) listen: Option<String>,
+    /// Browser-facing origin; the redirect URI is this plus `/auth/callback`.
+    pub(crate) public_url: Option<String>,
+    /// Optional admin listener (readiness, later metrics).
+    pub(crate) admin_listen: Option<String>,
+    /// CIDRs whose `X-Forwarded-*` headers are believed.
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
+    /// How long in-flight requests may finish after SIGTERM (default `10s`).
+    pub(crate) shutdown_grace: Option<String>,
+}
+
+/// `providers.<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProvider {
+    pub(crate) issuer: Option<String>,
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) client_id: Option<String>,
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) client_secret: Option<String>,
+    /// `client_secret_basic` (default) | `client_secret_post` | `private_key_jwt`.
+    pub(crate) client_auth: Option<String>,
+    /// Default `[openid, profile, email, offline_access]`.
+    pub(crate) scopes: Option<Vec<String>>,
+    /// Query parameters `/auth/login` may pass on to the provider.
+    #[serde(default)]
+    pub(crate) login_params: Vec<String>,
+    /// Fetch userinfo after login (default true when the provider has the endpoint).
+    pub(crate) userinfo: Option<bool>,
+    /// How long discovery and JWKS are cached (default `1h`).
+    pub(crate) discovery_ttl: Option<String>,
+    /// ID-token signature algorithms accepted (default: the asymmetric ones).
+    pub(crate) id_token_algs: Option<Vec<String>>,
+    /// Allowed clock difference with the provider (default `60s`).
+    pub(crate) clock_skew: Option<String>,
+}
+
+/// `session`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSession {
+    /// `memory` (default) | `file` | `redis`.
+    pub(crate) store: Option<String>,
+    pub(crate) file: Option<RawFileStore>,
+    #[serde(default)]
+    pub(crate) cookie: RawCookie,
+    /// Default `30m`.
+    pub(crate) idle_timeout: Option<String>,
+    /// Default `8h`.
+    pub(crate) absolute_timeout: Option<String>,
+    /// 32-byte keys, base64; the first encrypts, all decrypt.
+    #[serde(default)]
+    pub(crate) keys: Vec<String>,
+    /// How many logins may be in progress at once (default 10000).
+    pub(crate) max_pending_logins: Option<u64>,
+}
+
+/// `session.file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFileStore {
+    pub(crate) path: Option<String>,
+}
+
+/// `session.cookie`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCookie {
+    pub(crate) name: Option<String>,
+    /// `lax` (default) | `strict`.
+    pub(crate) same_site: Option<String>,
+}
+
+/// `tokens`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTokens {
+    /// Default `60s`.
+    pub(crate) refresh_before: Option<String>,
+}
+
+/// `services.<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub(crate) url: Option<String>,
+    /// `none` | `user` (default) | `id_token` | `client_credentials` | `exchange`.
+    pub(crate) token: Option<String>,
+    /// Time allowed until the upstream's response headers (default `30s`).
+    pub(crate) timeout: Option<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) provider: Option<String>,
+}
+
+/// One entry of `routes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) path: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) upstream_path: Option<String>,
+    /// `session` (default) | `optional` | `none`.
+    pub(crate) auth: Option<String>,
+    /// Default: every method.
+    pub(crate) methods: Option<Vec<String>>,
+}
+
+/// `static`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStatic {
+    pub(crate) dir: Option<String>,
+    pub(crate) spa_fallback: Option<String>,
+}
+
+/// `csrf`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCsrf {
+    /// Default `X-CSRF-Token`.
+    pub(crate) header: Option<String>,
+}
+
+/// `cors`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    #[serde(default)]
+    pub(crate) allowed_origins: Vec<String>,
+}

@@ -1,0 +1,269 @@
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::super::*;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+fn env() -> HashMap<String, String> {
+    HashMap::from([
+        ("CLIENT_SECRET".to_owned(), "very-secret-value".to_owned()),
+        ("SESSION_KEY".to_owned(), KEY.to_owned()),
+    ])
+}
+
+fn base() -> String {
+    r#"
+server:
+  listen: 127.0.0.1:8080
+  public_url: http://localhost:8080
+providers:
+  main:
+    issuer: http://127.0.0.1:9000
+    client_id: sallyport
+    client_secret: ${CLIENT_SECRET}
+session:
+  keys: ["${SESSION_KEY}"]
+services:
+  orders:
+    url: http://127.0.0.1:7000
+routes:
+  - path: /api/orders/*
+    service: orders
+    upstream_path: /v1/orders/*
+"#
+    .to_owned()
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match Config::parse(yaml, Path::new("/etc/sallyport"), &env()) {
+        Ok(_) => panic!("config should be refused"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn has(errors: &[String], prefix: &str) -> bool {
+    errors.iter().any(|e| e.starts_with(prefix))
+}
+
+#[test]
+fn a_complete_config_loads_with_defaults() {
+    let c = Config::parse(&base(), Path::new("/etc/sallyport"), &env()).unwrap();
+    assert_eq!(c.server.public_origin, "http://localhost:8080");
+    assert_eq!(
+        c.server.redirect_uri(),
+        "http://localhost:8080/auth/callback"
+    );
+    assert_eq!(
+        c.default_provider().client_secret.expose(),
+        "very-secret-value"
+    );
+    assert_eq!(
+        c.default_provider().client_auth,
+        ClientAuth::ClientSecretBasic
+    );
+    assert_eq!(c.session.store, StoreConfig::Memory);
+    assert_eq!(
+        c.session.cookie.name, "sallyport",
+        "no __Host- prefix on http://localhost"
+    );
+    assert!(!c.session.cookie.secure);
+    assert_eq!(c.session.cookie.same_site, SameSite::Lax);
+    assert_eq!(c.session.idle_timeout.as_secs(), 1800);
+    assert_eq!(c.session.absolute_timeout.as_secs(), 8 * 3600);
+    assert_eq!(c.tokens.refresh_before.as_secs(), 60);
+    assert_eq!(c.routes[0].auth, AuthMode::Session);
+    assert_eq!(c.services[0].token, TokenMode::User);
+    assert_eq!(c.csrf.header.as_str(), "x-csrf-token");
+}
+
+#[test]
+fn https_gets_secure_host_prefixed_cookies() {
+    let yaml = base().replace("http://localhost:8080", "https://app.example.com");
+    let c = Config::parse(&yaml, Path::new("."), &env()).unwrap();
+    assert_eq!(c.session.cookie.name, "__Host-sallyport");
+    assert!(c.session.cookie.secure);
+}
+
+#[test]
+fn plain_http_is_refused_outside_localhost() {
+    let e = errors(&base().replace("http://localhost:8080", "http://app.example.com"));
+    assert!(
+        has(
+            &e,
+            "server.public_url: plain http is only allowed for localhost"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn missing_issuer_names_the_key() {
+    let e = errors(&base().replace("    issuer: http://127.0.0.1:9000\n", ""));
+    assert_eq!(e, ["providers.main.issuer: is required"]);
+}
+
+#[test]
+fn bad_duration_names_the_key_and_the_format() {
+    let e = errors(&base().replace("session:\n", "session:\n  idle_timeout: 30 minutes\n"));
+    assert_eq!(
+        e,
+        ["session.idle_timeout: expected a duration such as 90s, 30m or 8h (units ms, s, m, h, d)"]
+    );
+}
+
+#[test]
+fn unknown_store_kind_is_refused() {
+    let e = errors(&base().replace("session:\n", "session:\n  store: mongo\n"));
+    assert_eq!(e, ["session.store: expected one of memory, file, redis"]);
+}
+
+#[test]
+fn route_naming_an_unknown_service_is_refused() {
+    let e = errors(&base().replace("    service: orders", "    service: billing"));
+    assert_eq!(
+        e,
+        ["routes[0].service: names no service under `services` (known: orders)"]
+    );
+}
+
+#[test]
+fn session_key_of_the_wrong_length_is_refused_without_echoing_it() {
+    let mut env = env();
+    env.insert("SESSION_KEY".into(), "c2hvcnQta2V5".into()); // "short-key", 9 bytes
+    let e = match Config::parse(&base(), Path::new("."), &env) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("short key accepted"),
+    };
+    assert_eq!(
+        e,
+        "session.keys[0]: expected 32 bytes, base64-encoded, but it decodes to 9 bytes; generate one with `openssl rand -base64 32`"
+    );
+    assert!(!e.contains("c2hvcnQta2V5"));
+}
+
+#[test]
+fn session_keys_accept_url_safe_and_unpadded_base64() {
+    let mut env = env();
+    env.insert(
+        "SESSION_KEY".into(),
+        "_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-8".into(),
+    );
+    Config::parse(&base(), Path::new("."), &env).unwrap();
+}
+
+#[test]
+fn non_relative_upstream_paths_are_refused() {
+    for bad in [
+        "http://evil.example/x",
+        "//evil.example/x",
+        "v1/orders",
+        "/v1/../admin/*",
+        "/v1/%2e%2e/*",
+        "/v1\\x",
+    ] {
+        let e = errors(&base().replace("/v1/orders/*", bad));
+        assert!(has(&e, "routes[0].upstream_path: expected"), "{bad}: {e:?}");
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let yaml = base()
+        .replace("    issuer: http://127.0.0.1:9000\n", "")
+        .replace(
+            "session:\n",
+            "session:\n  store: mongo\n  absolute_timeout: forever\n",
+        )
+        .replace("    service: orders", "    service: billing");
+    let e = errors(&yaml);
+    assert_eq!(e.len(), 4, "{e:?}");
+}
+
+#[test]
+fn a_typo_in_a_key_is_an_error_that_names_it() {
+    let e = errors(&base().replace("session:\n", "session:\n  idle_timout: 30m\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("session.idle_timout: unknown key `idle_timout`; expected one of"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_unset_variable_names_the_key_and_the_variable() {
+    let e = match Config::parse(&base(), Path::new("."), &HashMap::new()) {
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        Ok(_) => panic!(),
+    };
+    assert!(e.contains(&"providers.main.client_secret: environment variable CLIENT_SECRET is not set; export it or remove the reference".to_owned()), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("session.keys[0]: environment variable SESSION_KEY"))
+    );
+}
+
+#[test]
+fn errors_never_echo_secret_values() {
+    let yaml = base()
+        .replace(
+            "    client_secret: ${CLIENT_SECRET}",
+            "    client_secret: [very-secret-value]",
+        )
+        .replace(
+            "session:\n",
+            "session:\n  idle_timeout: very-secret-value\n",
+        );
+    let e = match Config::parse(&yaml, Path::new("."), &env()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!(),
+    };
+    assert!(!e.contains("very-secret-value"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_errors_do_not_quote_the_file() {
+    let yaml = "server:\n  listen: [very-secret-value\n";
+    let e = match Config::parse(yaml, Path::new("."), &env()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!(),
+    };
+    assert!(e.starts_with("invalid YAML"), "{e}");
+    assert!(!e.contains("very-secret-value"), "{e}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let yaml = base().replace(
+        "session:\n",
+        "session:\n  store: file\n  file: { path: ./data/s.db }\n",
+    );
+    let c = Config::parse(&yaml, Path::new("/etc/sallyport"), &env()).unwrap();
+    assert_eq!(
+        c.session.store,
+        StoreConfig::File {
+            path: Path::new("/etc/sallyport/./data/s.db").to_path_buf()
+        }
+    );
+}
+
+#[test]
+fn wildcards_only_at_the_end_and_upstream_wildcards_need_route_wildcards() {
+    let e = errors(&base().replace(
+        "    upstream_path: /v1/orders/*",
+        "    upstream_path: /v1/*/x",
+    ));
+    assert!(
+        has(&e, "routes[0].upstream_path: * is only allowed"),
+        "{e:?}"
+    );
+    let e = errors(&base().replace("  - path: /api/orders/*", "  - path: /api/orders"));
+    assert!(has(&e, "routes[0].upstream_path: ends with /*"), "{e:?}");
+}
+
+#[test]
+fn unquoted_references_in_flow_sequences_work_as_in_the_docs() {
+    let yaml = base().replace(r#"keys: ["${SESSION_KEY}"]"#, "keys: [${SESSION_KEY}]");
+    let c = Config::parse(&yaml, Path::new("."), &env()).unwrap();
+    assert_eq!(c.session.keys.len(), 1);
+}

@@ -1,0 +1,82 @@
+//! The public HTTP surface: the router, shared state, and the handlers in `http/`.
+//!
+//! Sallyport's own endpoints (`/auth/*`, `/api/auth/session`) take precedence; everything else
+//! falls through to the route table (proxy), then to static files.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod csrf;
+pub mod error;
+pub mod session_api;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::config::Config;
+use crate::oidc::Provider;
+use crate::proxy::Proxy;
+use crate::session::manager::Sessions;
+use crate::tokens::Broker;
+
+/// Everything a handler needs, shared by reference count.
+#[derive(Clone, Debug)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+/// The parts of the running gateway.
+#[derive(Debug)]
+pub struct Shared {
+    /// The validated config.
+    pub config: Config,
+    /// Providers, in config order.
+    pub providers: Vec<Provider>,
+    /// Sessions and pending logins.
+    pub sessions: Sessions,
+    /// Token refresh.
+    pub broker: Broker,
+    /// Upstream forwarding.
+    pub proxy: Proxy,
+    /// Static SPA files, if configured.
+    pub assets: Option<assets::Assets>,
+}
+
+impl AppState {
+    /// The provider named `name`, or the default one.
+    pub fn provider(&self, name: Option<&str>) -> Option<&Provider> {
+        match name {
+            None => self.0.providers.first(),
+            Some(n) => self.0.providers.iter().find(|p| p.config().name == n),
+        }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The public router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/health", get(session_api::health))
+        .route("/auth/ready", get(session_api::ready))
+        .route("/api/auth/session", get(session_api::session))
+        .fallback(api::fallback)
+        .layer(axum::middleware::from_fn(crate::telemetry::middleware))
+        .with_state(state)
+}
+
+/// The admin router: readiness and liveness off the public port.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/health", get(session_api::health))
+        .route("/auth/ready", get(session_api::ready))
+        .with_state(state)
+}

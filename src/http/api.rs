@@ -1,0 +1,141 @@
+//! The `/api/**` proxy path: route → session → CSRF → token → forward. Requests matching no
+//! route go to the static files, then `404`.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::{AuthMode, TokenMode};
+use crate::proxy::routes::PathError;
+use crate::session::cookie;
+use crate::session::manager::{Loaded, Lookup};
+use crate::telemetry::CorrelationId;
+
+/// The fallback handler: proxy a matching route, else static files, else `404`.
+pub async fn fallback(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    match proxy(&app, peer, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<Response, ApiError> {
+    let (route, upstream_path) = match app.proxy.routes().find(req.uri().path()) {
+        Some(Ok(m)) => (m.route, m.upstream_path),
+        Some(Err(PathError::Unsafe)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "the path has dot segments, empty segments or encoded separators",
+            ));
+        }
+        None => return not_routed(app, req).await,
+    };
+    if !route.allows(req.method()) {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not accept the method",
+        )
+        .with_header(header::ALLOW, route.allow.clone()));
+    }
+    let session = match route.auth {
+        AuthMode::None => None,
+        AuthMode::Session | AuthMode::Optional => match app.sessions.lookup(req.headers()).await? {
+            Lookup::Found(s) => Some(s),
+            Lookup::NoCookie if route.auth == AuthMode::Session => {
+                return Err(ApiError::not_authenticated());
+            }
+            Lookup::Ended if route.auth == AuthMode::Session => return Err(expired(app)),
+            Lookup::NoCookie | Lookup::Ended => None,
+        },
+    };
+    if let Some(s) = &session {
+        if super::csrf::is_unsafe(req.method()) {
+            super::csrf::check(req.headers(), &app.config, &s.record.csrf_token, None)?;
+        }
+        if crate::proxy::is_upgrade(req.headers())
+            && !super::csrf::origin_allowed(req.headers(), &app.config)
+        {
+            // Cross-site WebSocket hijacking: a cookie-authenticated upgrade must come from us.
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                "the WebSocket request does not come from an allowed origin",
+            ));
+        }
+    }
+    let upstream = app.proxy.upstream(route.service);
+    let session = match (session, upstream.token) {
+        (Some(s), TokenMode::User) => Some(fresh(app, s).await.map_err(|e| {
+            if e.code() == "session_expired" {
+                e.with_header(header::SET_COOKIE, clear_cookie(app))
+            } else {
+                e
+            }
+        })?),
+        (s, _) => s,
+    };
+
+    let correlation_id = req
+        .extensions()
+        .get::<CorrelationId>()
+        .map(|c| c.0.clone())
+        .unwrap_or_default();
+    let mut add = app.proxy.injected(&correlation_id, peer.ip());
+    if let Some(s) = &session {
+        add.user = Some(&s.record.sub);
+        add.email = s.record.claims.get("email").and_then(|e| e.as_str());
+        add.bearer = match upstream.token {
+            TokenMode::User => Some(s.record.access_token.expose()),
+            TokenMode::IdToken => Some(s.record.id_token.expose()),
+            TokenMode::None => None,
+        };
+    }
+    app.proxy
+        .forward(req, route.service, &upstream_path, &add)
+        .await
+}
+
+async fn fresh(app: &AppState, session: Loaded) -> Result<Loaded, ApiError> {
+    let provider = app
+        .provider(Some(&session.record.provider))
+        .ok_or_else(ApiError::session_expired)?;
+    Ok(app
+        .broker
+        .ensure_fresh(&app.sessions, provider, session)
+        .await?)
+}
+
+fn clear_cookie(app: &AppState) -> http::HeaderValue {
+    let c = app.sessions.cookie();
+    cookie::clear(c, &c.name)
+}
+
+fn expired(app: &AppState) -> ApiError {
+    ApiError::session_expired().with_header(header::SET_COOKIE, clear_cookie(app))
+}
+
+async fn not_routed(app: &AppState, req: Request<Body>) -> Result<Response, ApiError> {
+    let path = req.uri().path();
+    let ours = path.starts_with("/api/")
+        || path == "/api"
+        || path.starts_with("/auth/")
+        || path.starts_with("/.well-known/");
+    if !ours
+        && let Some(assets) = &app.assets
+        && let Some(resp) = assets.serve(req).await
+    {
+        return Ok(resp);
+    }
+    Err(ApiError::not_found())
+}

@@ -1,0 +1,494 @@
+//! `/auth/login`, `/auth/callback` and `/auth/logout`: the authorization-code flow run on the
+//! server (OIDC Core §3.1), and logout with RP-initiated logout at the provider.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::SameSite;
+use crate::oidc::authorize::{AuthorizationRequest, end_session_url};
+use crate::oidc::id_token::Expectations;
+use crate::oidc::{IdTokenClaims, TokenError};
+use crate::session::manager::Lookup;
+use crate::session::{LoginRecord, SessionId, SessionRecord, cookie};
+
+/// How long a started login may take.
+const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// The claims `/api/auth/session` shows and upstream identity headers draw from.
+const PROFILE_CLAIMS: [&str; 14] = [
+    "name",
+    "given_name",
+    "family_name",
+    "middle_name",
+    "nickname",
+    "preferred_username",
+    "email",
+    "email_verified",
+    "picture",
+    "locale",
+    "zoneinfo",
+    "updated_at",
+    "groups",
+    "roles",
+];
+/// `prompt` values `/auth/login` passes on.
+const PROMPTS: [&str; 3] = ["login", "consent", "select_account"];
+
+fn no_store(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response {
+    let mut resp = status.into_response();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    no_store(&mut resp);
+    resp
+}
+
+/// Checks a `return_to`: a same-origin relative path. Returns it normalised.
+///
+/// # Security
+/// Refuses scheme-relative (`//evil`), backslash (`/\evil`, which browsers read as `//`),
+/// absolute URLs, control characters (header injection) and anything that resolves to
+/// another origin.
+pub fn safe_return_to(raw: &str, public_url: &url::Url) -> Option<String> {
+    if raw.len() > 2048 || !raw.starts_with('/') || raw.starts_with("//") || raw.contains('\\') {
+        return None;
+    }
+    if raw.chars().any(|c| c.is_control() || c == ' ') {
+        return None;
+    }
+    let resolved = public_url.join(raw).ok()?;
+    if resolved.origin() != public_url.origin() {
+        return None;
+    }
+    let mut out = resolved.path().to_owned();
+    if let Some(q) = resolved.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = resolved.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+fn invalid_return_to() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_return_to",
+        "return_to must be a relative path on this site",
+    )
+}
+
+/// `GET /auth/login`: starts a login and redirects to the provider.
+pub async fn login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let provider = app
+        .provider(params.get("provider").map(String::as_str))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_provider",
+                "no such provider",
+            )
+        })?;
+    let return_to = match params.get("return_to") {
+        None => "/".to_owned(),
+        Some(raw) => {
+            safe_return_to(raw, &app.config.server.public_url).ok_or_else(invalid_return_to)?
+        }
+    };
+    let metadata = provider
+        .metadata()
+        .await
+        .map_err(ApiError::provider_unavailable)?;
+
+    let cfg = provider.config();
+    let mut extra = Vec::new();
+    let forced = params.get("force").is_some_and(|v| v == "true" || v == "1");
+    match params.get("prompt").map(String::as_str) {
+        Some(p) if PROMPTS.contains(&p) => extra.push(("prompt".to_owned(), p.to_owned())),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "prompt must be login, consent or select_account",
+            ));
+        }
+        None if forced => extra.push(("prompt".to_owned(), "login".to_owned())),
+        None => {}
+    }
+    for name in &cfg.login_params {
+        if let Some(v) = params.get(name).filter(|v| v.len() <= 256) {
+            extra.push((name.clone(), v.clone()));
+        }
+    }
+
+    let state = crate::random::token();
+    let record = LoginRecord {
+        provider: cfg.name.clone(),
+        nonce: crate::random::token(),
+        code_verifier: crate::random::token(),
+        return_to,
+        started_at: app.sessions.clock().unix(),
+    };
+    app.sessions.put_login(&state, &record, LOGIN_TTL).await?;
+
+    let url = AuthorizationRequest {
+        endpoint: &metadata.authorization_endpoint,
+        client_id: &cfg.client_id,
+        redirect_uri: provider.redirect_uri(),
+        scopes: &cfg.scopes,
+        state: &state,
+        nonce: &record.nonce,
+        code_verifier: &record.code_verifier,
+        extra: &extra,
+    }
+    .url();
+
+    // This browser's other logins in flight (other tabs) stay valid, newest first.
+    let cookie_cfg = app.sessions.cookie();
+    let previous = cookie::find(&headers, &cookie_cfg.login_name).unwrap_or("");
+    let mut states = vec![state.as_str()];
+    states.extend(cookie::login_states(previous).take(cookie::MAX_LOGINS_PER_BROWSER - 1));
+    let mut resp = redirect(StatusCode::FOUND, &url);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie::login(cookie_cfg, &states, LOGIN_TTL),
+    );
+    Ok(resp)
+}
+
+fn invalid_state(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", message)
+}
+
+/// `GET /auth/callback`: finishes a login and creates the session.
+pub async fn callback(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let cookie_cfg = app.sessions.cookie();
+    let state = params
+        .get("state")
+        .ok_or_else(|| invalid_state("the state parameter is missing"))?;
+    let login_cookie = cookie::find(&headers, &cookie_cfg.login_name).ok_or_else(|| {
+        invalid_state("the login cookie is missing; start the login again in this browser")
+    })?;
+    // The state must be one this browser started (login CSRF protection).
+    let mut remaining = Vec::new();
+    let mut bound = false;
+    for s in cookie::login_states(login_cookie) {
+        if s.len() == state.len() && bool::from(s.as_bytes().ct_eq(state.as_bytes())) {
+            bound = true;
+        } else {
+            remaining.push(s);
+        }
+    }
+    if !bound {
+        return Err(invalid_state("this login was not started in this browser"));
+    }
+    let login = app
+        .sessions
+        .take_login(state)
+        .await?
+        .ok_or_else(|| invalid_state("this login expired or was already used; start again"))?;
+    let clear_login = cookie::login(cookie_cfg, &remaining, LOGIN_TTL);
+    let with_cleared = |e: ApiError| e.with_header(header::SET_COOKIE, clear_login.clone());
+    if app.sessions.clock().unix() > login.started_at + LOGIN_TTL.as_secs() {
+        return Err(with_cleared(invalid_state(
+            "this login expired or was already used; start again",
+        )));
+    }
+
+    if let Some(error) = params.get("error") {
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(48)
+            .collect();
+        return Err(with_cleared(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "login_failed",
+            format!("the identity provider refused the login ({code})"),
+        )));
+    }
+    let provider = app.provider(Some(&login.provider)).ok_or_else(|| {
+        with_cleared(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_provider",
+            "the provider of this login is no longer configured",
+        ))
+    })?;
+    let cfg = provider.config();
+    // RFC 9207: when the provider names itself, it must be the one we sent the user to.
+    if params.get("iss").is_some_and(|iss| *iss != cfg.issuer) {
+        return Err(with_cleared(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_issuer",
+            "the response came from another issuer",
+        )));
+    }
+    let code = params.get("code").ok_or_else(|| {
+        with_cleared(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the code parameter is missing",
+        ))
+    })?;
+
+    let tokens = provider
+        .exchange_code(code, &login.code_verifier)
+        .await
+        .map_err(|e| {
+            with_cleared(match e {
+                TokenError::Refused { .. } => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "token_exchange_failed",
+                    "the identity provider refused the authorization code",
+                )
+                .with_cause(e),
+                TokenError::Unavailable(_) => ApiError::provider_unavailable(e),
+            })
+        })?;
+    let id_token = tokens.id_token.clone().ok_or_else(|| {
+        with_cleared(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "invalid_id_token",
+            "the identity provider sent no ID token",
+        ))
+    })?;
+    let now = app.sessions.clock().unix();
+    let expect = Expectations {
+        issuer: &cfg.issuer,
+        client_id: &cfg.client_id,
+        nonce: Some(&login.nonce),
+        access_token: Some(tokens.access_token.expose()),
+        algorithms: &cfg.id_token_algs,
+        now: now as i64,
+        skew: cfg.clock_skew.as_secs() as i64,
+        not_issued_before: login.started_at as i64,
+    };
+    let claims: IdTokenClaims = provider
+        .validate_id_token(id_token.expose(), &expect)
+        .await
+        .map_err(|e| {
+            with_cleared(match e {
+                Ok(reason) => ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_id_token",
+                    "the identity provider's ID token was refused",
+                )
+                .with_cause(reason),
+                Err(unavailable) => ApiError::provider_unavailable(unavailable),
+            })
+        })?;
+
+    let mut profile = serde_json::Map::new();
+    profile.insert("sub".into(), claims.sub.clone().into());
+    for name in PROFILE_CLAIMS {
+        if let Some(v) = claims.other.get(name) {
+            profile.insert(name.into(), v.clone());
+        }
+    }
+    let metadata = provider
+        .metadata()
+        .await
+        .map_err(|e| with_cleared(ApiError::provider_unavailable(e)))?;
+    if let (true, Some(endpoint)) = (cfg.userinfo, &metadata.userinfo_endpoint) {
+        match provider.userinfo(endpoint, &tokens.access_token).await {
+            // OIDC Core §5.3.4: the userinfo `sub` must match the ID token's.
+            Ok(info) if info.get("sub").and_then(|s| s.as_str()) != Some(&claims.sub) => {
+                return Err(with_cleared(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "userinfo_mismatch",
+                    "the identity provider's userinfo names another user",
+                )));
+            }
+            Ok(info) => {
+                for name in PROFILE_CLAIMS {
+                    if let Some(v) = info.get(name) {
+                        profile.insert(name.into(), v.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "userinfo failed; continuing with the ID token's claims")
+            }
+        }
+    }
+
+    // A session the browser already had ends: every login gets a new id.
+    if let Some(old) = cookie::find(&headers, &cookie_cfg.name).and_then(SessionId::parse) {
+        app.sessions.delete(&old.store_key()).await?;
+    }
+    let (created_at, expires_at) = app.sessions.timestamps();
+    let record = SessionRecord {
+        v: 1,
+        provider: cfg.name.clone(),
+        sub: claims.sub,
+        sid: claims.sid,
+        claims: profile,
+        id_token,
+        access_token: tokens.access_token,
+        access_expires_at: tokens.expires_in.map(|s| now + s),
+        refresh_token: tokens.refresh_token,
+        created_at,
+        last_seen: created_at,
+        expires_at,
+        csrf_token: crate::random::token(),
+    };
+    let id = app.sessions.create(&record).await?;
+    tracing::info!(provider = %cfg.name, "login completed");
+
+    let session_cookie = cookie::session(cookie_cfg, &id.encode(), app.sessions.cookie_max_age());
+    let mut resp = match cookie_cfg.same_site {
+        SameSite::Lax => redirect(StatusCode::FOUND, &login.return_to),
+        // A SameSite=Strict cookie set here is not sent on a redirect that continues this
+        // cross-site navigation; a same-site page that moves on makes the next request
+        // same-site, so the user lands logged in.
+        SameSite::Strict => continue_page(&login.return_to),
+    };
+    resp.headers_mut()
+        .append(header::SET_COOKIE, session_cookie);
+    resp.headers_mut().append(header::SET_COOKIE, clear_login);
+    Ok(resp)
+}
+
+fn continue_page(return_to: &str) -> Response {
+    let target = crate::telemetry::html_escape(return_to);
+    let mut resp = Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"0;url={target}\"><title>Signed in</title></head>\
+         <body><p>Signed in. <a href=\"{target}\">Continue</a></p></body></html>"
+    ))
+    .into_response();
+    no_store(&mut resp);
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// `POST /auth/logout`: ends the session here, then at the provider when it supports it.
+pub async fn logout(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form: HashMap<String, String> = if is_form {
+        url::form_urlencoded::parse(&body).into_owned().collect()
+    } else {
+        HashMap::new()
+    };
+    let return_to = match form.get("return_to").or(query.get("return_to")) {
+        None => "/".to_owned(),
+        Some(raw) => {
+            safe_return_to(raw, &app.config.server.public_url).ok_or_else(invalid_return_to)?
+        }
+    };
+    let mut target = return_to.clone();
+    if let Lookup::Found(session) = app.sessions.lookup(&headers).await? {
+        super::csrf::check(
+            &headers,
+            &app.config,
+            &session.record.csrf_token,
+            form.get("csrf_token").map(String::as_str),
+        )?;
+        app.sessions.delete(&session.key).await?;
+        tracing::info!("logged out");
+        if let Some(provider) = app.provider(Some(&session.record.provider))
+            && let Ok(metadata) = provider.metadata().await
+            && let Some(endpoint) = &metadata.end_session_endpoint
+        {
+            let post_logout = format!("{}{}", app.config.server.public_origin, return_to);
+            target = end_session_url(
+                endpoint,
+                session.record.id_token.expose(),
+                &provider.config().client_id,
+                &post_logout,
+            );
+        }
+    } else if !super::csrf::origin_allowed(&headers, &app.config) {
+        return Err(ApiError::csrf_failed(
+            "the request does not come from an allowed origin",
+        ));
+    }
+
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let mut resp = if wants_json {
+        // Page JavaScript cannot read a redirect; it gets the target to navigate to.
+        let mut r = axum::Json(serde_json::json!({ "redirect_to": target })).into_response();
+        no_store(&mut r);
+        r
+    } else {
+        redirect(StatusCode::SEE_OTHER, &target)
+    };
+    let cookie_cfg = app.sessions.cookie();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie::clear(cookie_cfg, &cookie_cfg.name),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_accepts_same_origin_paths_only() {
+        let base = url::Url::parse("https://app.example.com").unwrap();
+        assert_eq!(
+            safe_return_to("/app/page?x=1#top", &base).as_deref(),
+            Some("/app/page?x=1#top")
+        );
+        assert_eq!(safe_return_to("/", &base).as_deref(), Some("/"));
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/x",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/%0d%0aSet-Cookie:x=1".replace("%0d%0a", "\r\n").as_str(),
+            "javascript:alert(1)",
+            "evil",
+            "",
+            "/a b",
+            "/\tx",
+        ] {
+            assert_eq!(safe_return_to(bad, &base), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `/api/auth/session` (who is logged in, for the SPA) and the health endpoints.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::session::cookie;
+use crate::session::manager::Lookup;
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `GET /api/auth/session`: the user and the CSRF token, never a token.
+pub async fn session(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lookup = app.sessions.lookup(&headers).await?;
+    let resp = match lookup {
+        Lookup::Found(s) => Json(json!({
+            "authenticated": true,
+            "user": s.record.claims,
+            "expires_at": s.record.expires_at,
+            "csrf_token": s.record.csrf_token,
+        }))
+        .into_response(),
+        other => {
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "authenticated": false, "login_url": "/auth/login" })),
+            )
+                .into_response();
+            if matches!(other, Lookup::Ended) {
+                let c = app.sessions.cookie();
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, cookie::clear(c, &c.name));
+            }
+            resp
+        }
+    };
+    Ok(no_store(resp))
+}
+
+/// `GET /auth/health`: the process is up.
+pub async fn health() -> Response {
+    no_store(Json(json!({ "status": "ok" })).into_response())
+}
+
+/// `GET /auth/ready`: every provider's discovery is loaded and the store answers.
+pub async fn ready(State(app): State<AppState>) -> Response {
+    let providers: serde_json::Map<String, serde_json::Value> = app
+        .providers
+        .iter()
+        .map(|p| (p.config().name.clone(), p.is_ready().into()))
+        .collect();
+    let store = app.sessions.store().ping().await.is_ok();
+    let ready = store && providers.values().all(|v| v == true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    no_store(
+        (
+            status,
+            Json(json!({ "ready": ready, "store": store, "providers": providers })),
+        )
+            .into_response(),
+    )
+}

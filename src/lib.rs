@@ -1,0 +1,180 @@
+//! Sallyport: a Backend-for-Frontend authentication gateway.
+//!
+//! The browser gets an opaque, `HttpOnly` session cookie; tokens stay on the server. Sallyport
+//! runs the OpenID Connect authorization-code flow itself, keeps tokens sealed in a session
+//! store, and forwards the SPA's API calls upstream with `Authorization: Bearer …` added.
+//!
+//! # Layout
+//! - [`config`]: the YAML model, `${ENV}` interpolation, validation that names the key.
+//! - [`oidc`]: discovery and JWKS caches, the authorization request, token endpoint calls,
+//!   ID token validation.
+//! - [`session`]: ids, the sealed record, cookies, the [`session::SessionStore`] contract and
+//!   the request-path [`session::manager::Sessions`].
+//! - [`store`]: the backends (`memory`, `file`).
+//! - [`tokens`]: refreshing tokens once per session.
+//! - [`proxy`]: route table, header rewriting, forwarding, WebSocket relay.
+//! - [`http`]: the router and handlers, CSRF, errors.
+//! - [`telemetry`]: logs and correlation ids.
+//!
+//! [`serve`] takes already-bound listeners and a shutdown future, so `main` and the tests run
+//! the same code.
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod oidc;
+pub mod proxy;
+pub mod random;
+pub mod secret;
+pub mod session;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{AppState, Shared};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The session store could not be opened.
+    #[error("opening the session store")]
+    Store(#[from] session::StoreError),
+    /// The upstream client could not be built.
+    #[error("building the upstream client")]
+    Proxy(#[from] proxy::BuildError),
+}
+
+/// A configured gateway, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    state: AppState,
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config, with the system clock.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the upstream client cannot be built.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        Self::with_clock(config, Clock::default())
+    }
+
+    /// Builds the gateway with `clock` judging session and token expiry (tests move it).
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the upstream client cannot be built.
+    pub fn with_clock(config: Config, clock: Clock) -> Result<Self, StartError> {
+        let store = store::build(&config.session)?;
+        let http = oidc::http_client();
+        let redirect_uri = config.server.redirect_uri();
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| oidc::Provider::new(p.clone(), redirect_uri.clone(), http.clone()))
+            .collect();
+        let sessions = session::manager::Sessions::new(store, &config.session, clock);
+        let shared = Shared {
+            broker: tokens::Broker::new(config.tokens.refresh_before),
+            proxy: proxy::Proxy::new(&config)?,
+            assets: config.static_files.as_ref().map(http::assets::Assets::new),
+            providers,
+            sessions,
+            config,
+        };
+        Ok(Self {
+            state: AppState(Arc::new(shared)),
+        })
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The public router.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Loads every provider's discovery and keys in the background, retrying with backoff
+    /// until it succeeds: Sallyport serves (and reports not-ready) while a provider is down.
+    pub fn start_discovery(&self) {
+        for index in 0..self.state.providers.len() {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let provider = &state.providers[index];
+                let mut delay = Duration::from_millis(250);
+                loop {
+                    match provider.warm_up().await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(provider = %provider.config().name, error = %e, retry_in = ?delay, "provider not reachable yet");
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            });
+        }
+    }
+}
+
+/// Serves `gateway` on `listener` (and the admin endpoints on `admin`) until `shutdown`
+/// completes; then stops accepting and lets in-flight requests finish within
+/// `server.shutdown_grace`.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve(
+    gateway: Gateway,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    gateway.start_discovery();
+    let grace = gateway.state.config.server.shutdown_grace;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(admin) = admin {
+        let router = http::admin_router(gateway.state.clone());
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin, router)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    }
+    let app = gateway
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let deadline = async {
+        stopped(stop_rx).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(?grace, "grace period over; closing the remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The `sallyport` binary: parse the command line, load the config, serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sallyport::config::{Config, ProcessEnv};
+use sallyport::telemetry::{self, LogFormat};
+
+/// A Backend-for-Frontend authentication gateway: tokens stay on the server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file (YAML).
+    #[arg(long, short, global = true, default_value = "sallyport.yaml")]
+    config: PathBuf,
+    /// Log line format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
+    log_format: Format,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration, print every problem, and exit (0 valid, 2 invalid).
+    Check,
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path, &ProcessEnv).map_err(|errors| {
+        eprintln!("{}: {} problem(s):", path.display(), errors.0.len());
+        for e in &errors.0 {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(match cli.log_format {
+        Format::Text => LogFormat::Text,
+        Format::Json => LogFormat::Json,
+    });
+    let config = match load(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(Command::Check) = cli.command {
+        println!(
+            "{}: valid ({} provider(s), {} service(s), {} route(s), {} store)",
+            cli.config.display(),
+            config.providers.len(),
+            config.services.len(),
+            config.routes.len(),
+            match config.session.store {
+                sallyport::config::StoreConfig::Memory => "memory",
+                sallyport::config::StoreConfig::File { .. } => "file",
+            }
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            tracing::error!(error = %msg, "sallyport stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let listen = config.server.listen;
+    let admin_listen = config.server.admin_listen;
+    let gateway = sallyport::Gateway::new(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("binding server.listen {listen}: {e}"))?;
+    let admin = match admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("binding server.admin_listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(%listen, admin = ?admin_listen, "sallyport listening");
+    sallyport::serve(gateway, listener, admin, shutdown_signal()).await?;
+    tracing::info!("sallyport stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stop signal received; finishing in-flight requests");
+}

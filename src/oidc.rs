@@ -1,0 +1,398 @@
+//! An OpenID provider as Sallyport sees it: discovery and JWKS (cached with a TTL), the
+//! authorization request, token endpoint calls, userinfo, and ID token validation.
+
+pub mod authorize;
+pub mod id_token;
+pub mod token;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::Jwk;
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::ProviderConfig;
+use crate::secret::{AccessToken, RefreshToken};
+pub use id_token::{IdTokenClaims, IdTokenError};
+pub use token::{TokenError, TokenResponse};
+
+/// After an unknown `kid`, the JWKS is fetched again at most this often (a stream of forged
+/// tokens must not turn into a stream of JWKS requests).
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// The most bytes read from a discovery, JWKS or userinfo response.
+const MAX_DOCUMENT: usize = 512 * 1024;
+
+/// The provider metadata Sallyport uses (OpenID Connect Discovery 1.0 §3).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    /// Must equal the configured issuer exactly (Discovery §4.3).
+    pub issuer: String,
+    /// Where the browser is sent to log in.
+    pub authorization_endpoint: Url,
+    /// Where codes and refresh tokens are redeemed.
+    pub token_endpoint: Url,
+    /// The provider's signing keys.
+    pub jwks_uri: Url,
+    /// Userinfo, if offered.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<Url>,
+    /// RP-initiated logout, if offered.
+    #[serde(default)]
+    pub end_session_endpoint: Option<Url>,
+    /// Supported PKCE methods, if advertised.
+    #[serde(default)]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+/// Why the provider could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Discovery or JWKS could not be fetched or parsed, and nothing is cached.
+    #[error("provider {provider} unavailable")]
+    Unavailable {
+        /// The provider's name.
+        provider: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Discovery names another issuer than the configured one.
+    #[error(
+        "provider {provider}: discovery names issuer {found:?}, expected the configured {expected:?}"
+    )]
+    IssuerMismatch {
+        /// The provider's name.
+        provider: String,
+        /// What discovery said.
+        found: String,
+        /// What the config says.
+        expected: String,
+    },
+}
+
+#[derive(Default)]
+struct Cache {
+    metadata: Option<(Arc<Metadata>, Instant)>,
+    jwks: Option<(Arc<Vec<Jwk>>, Instant)>,
+    last_forced_jwks: Option<Instant>,
+}
+
+/// One configured provider with its caches.
+pub struct Provider {
+    config: ProviderConfig,
+    redirect_uri: String,
+    http: reqwest::Client,
+    cache: Mutex<Cache>,
+    /// Serialises fetches, so that a cold cache under load makes one request, not one per caller.
+    fetch: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.config.name)
+            .finish()
+    }
+}
+
+impl Provider {
+    /// A provider with empty caches; nothing is fetched yet.
+    pub fn new(config: ProviderConfig, redirect_uri: String, http: reqwest::Client) -> Self {
+        Self {
+            config,
+            redirect_uri,
+            http,
+            cache: Mutex::default(),
+            fetch: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configuration of this provider.
+    pub fn config(&self) -> &ProviderConfig {
+        &self.config
+    }
+
+    /// Our redirect URI.
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether discovery has been loaded at least once.
+    pub fn is_ready(&self) -> bool {
+        self.cache().metadata.is_some()
+    }
+
+    fn unavailable(
+        &self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ProviderError {
+        ProviderError::Unavailable {
+            provider: self.config.name.clone(),
+            source: source.into(),
+        }
+    }
+
+    /// The provider metadata: cached for `discovery_ttl`; a stale copy is used while a
+    /// re-fetch fails.
+    ///
+    /// # Errors
+    /// When nothing is cached and discovery fails, or the issuer does not match.
+    pub async fn metadata(&self) -> Result<Arc<Metadata>, ProviderError> {
+        if let Some((m, at)) = &self.cache().metadata
+            && at.elapsed() < self.config.discovery_ttl
+        {
+            return Ok(Arc::clone(m));
+        }
+        let _guard = self.fetch.lock().await;
+        let stale = {
+            let cache = self.cache();
+            match &cache.metadata {
+                Some((m, at)) if at.elapsed() < self.config.discovery_ttl => {
+                    return Ok(Arc::clone(m));
+                }
+                other => other.as_ref().map(|(m, _)| Arc::clone(m)),
+            }
+        };
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        match self.get_json::<Metadata>(&url).await {
+            Ok(m) if m.issuer != self.config.issuer => Err(ProviderError::IssuerMismatch {
+                provider: self.config.name.clone(),
+                found: m.issuer,
+                expected: self.config.issuer.clone(),
+            }),
+            Ok(m) => {
+                let m = Arc::new(m);
+                self.cache().metadata = Some((Arc::clone(&m), Instant::now()));
+                tracing::info!(provider = %self.config.name, "provider metadata loaded");
+                Ok(m)
+            }
+            Err(e) => match stale {
+                Some(m) => {
+                    tracing::warn!(provider = %self.config.name, error = %e, "discovery refresh failed; using the cached copy");
+                    Ok(m)
+                }
+                None => Err(self.unavailable(e)),
+            },
+        }
+    }
+
+    /// The JWKS; `force` re-fetches (rate-limited) after an unknown `kid`.
+    async fn jwks(&self, force: bool) -> Result<Arc<Vec<Jwk>>, ProviderError> {
+        let fresh = |cache: &Cache| -> Option<Arc<Vec<Jwk>>> {
+            let (keys, at) = cache.jwks.as_ref()?;
+            let forced_ok = cache
+                .last_forced_jwks
+                .is_none_or(|t| t.elapsed() >= JWKS_REFETCH_INTERVAL);
+            let expired = at.elapsed() >= self.config.discovery_ttl;
+            (!(expired || (force && forced_ok))).then(|| Arc::clone(keys))
+        };
+        if let Some(keys) = fresh(&self.cache()) {
+            return Ok(keys);
+        }
+        let metadata = self.metadata().await?;
+        let asked_at = Instant::now();
+        let _guard = self.fetch.lock().await;
+        let stale = {
+            let cache = self.cache();
+            // Another caller may have fetched while this one waited for the lock.
+            if let Some((keys, at)) = &cache.jwks
+                && (*at >= asked_at || fresh(&cache).is_some())
+            {
+                return Ok(Arc::clone(keys));
+            }
+            cache.jwks.as_ref().map(|(k, _)| Arc::clone(k))
+        };
+        if force {
+            self.cache().last_forced_jwks = Some(Instant::now());
+        }
+        match self
+            .get_json::<serde_json::Value>(metadata.jwks_uri.as_str())
+            .await
+        {
+            Ok(doc) => {
+                let keys = Arc::new(parse_jwks(&doc));
+                tracing::info!(provider = %self.config.name, keys = keys.len(), forced = force, "provider keys loaded");
+                self.cache().jwks = Some((Arc::clone(&keys), Instant::now()));
+                Ok(keys)
+            }
+            Err(e) => match stale {
+                Some(keys) => {
+                    tracing::warn!(provider = %self.config.name, error = %e, "JWKS refresh failed; using the cached keys");
+                    Ok(keys)
+                }
+                None => Err(self.unavailable(e)),
+            },
+        }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+        let resp = self
+            .http
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(reqwest::Error::without_url)?;
+        if !resp.status().is_success() {
+            return Err(format!("{url} answered {}", resp.status()).into());
+        }
+        let body = read_limited(resp).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Loads discovery and the JWKS, so that the first login does not wait for them.
+    ///
+    /// # Errors
+    /// When the provider cannot be reached or its metadata is unusable.
+    pub async fn warm_up(&self) -> Result<(), ProviderError> {
+        self.metadata().await?;
+        self.jwks(false).await?;
+        Ok(())
+    }
+
+    /// Validates an ID token: signature by a JWKS key (re-fetching once, rate-limited, when
+    /// the `kid` is unknown) and the claims of OIDC Core §3.1.3.7.
+    ///
+    /// # Errors
+    /// `Err(Ok(reason))` when the token is refused, `Err(Err(_))` when the keys are unavailable.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        expect: &id_token::Expectations<'_>,
+    ) -> Result<IdTokenClaims, Result<IdTokenError, ProviderError>> {
+        let hint = id_token::key_hint(token, &self.config.id_token_algs).map_err(Ok)?;
+        let keys = self.jwks(false).await.map_err(Err)?;
+        let key = match id_token::select_key(&keys, &hint) {
+            Some(k) => k.clone(),
+            None => {
+                let keys = self.jwks(true).await.map_err(Err)?;
+                id_token::select_key(&keys, &hint)
+                    .cloned()
+                    .ok_or(Ok(IdTokenError::UnknownKey))?
+            }
+        };
+        id_token::verify(token, &key, &hint, expect).map_err(Ok)
+    }
+
+    /// Redeems an authorization code (RFC 6749 §4.1.3, with the PKCE verifier).
+    ///
+    /// # Errors
+    /// Refused by the provider, or the provider unavailable.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        code_verifier: &str,
+    ) -> Result<TokenResponse, TokenError> {
+        let metadata = self
+            .metadata()
+            .await
+            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
+        let form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", code_verifier),
+        ];
+        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+    }
+
+    /// Redeems a refresh token (RFC 6749 §6). No `scope` is sent, so the provider keeps the
+    /// granted one (some drop `offline_access` and would refuse it).
+    ///
+    /// # Errors
+    /// Refused by the provider (the session is over), or the provider unavailable.
+    pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenResponse, TokenError> {
+        let metadata = self
+            .metadata()
+            .await
+            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
+        let form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+        ];
+        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+    }
+
+    /// Calls userinfo (OIDC Core §5.3) with the access token.
+    ///
+    /// # Errors
+    /// The provider unavailable, or an answer that is not a JSON object.
+    pub async fn userinfo(
+        &self,
+        endpoint: &Url,
+        access_token: &AccessToken,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+        let resp = self
+            .http
+            .get(endpoint.as_str())
+            .bearer_auth(access_token.expose())
+            .header(http::header::ACCEPT, "application/json")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e.without_url()))?;
+        if !resp.status().is_success() {
+            return Err(self.unavailable(format!("userinfo answered {}", resp.status())));
+        }
+        let body = read_limited(resp).await.map_err(|e| self.unavailable(e))?;
+        serde_json::from_slice(&body).map_err(|e| self.unavailable(e))
+    }
+}
+
+async fn read_limited(
+    mut resp: reqwest::Response,
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(reqwest::Error::without_url)? {
+        if body.len() + chunk.len() > MAX_DOCUMENT {
+            return Err("provider document too large".into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads the keys of a JWKS, skipping ones this build cannot use (an unknown `kty` must not
+/// make the whole set unusable) and duplicates (some providers publish a key twice).
+fn parse_jwks(doc: &serde_json::Value) -> Vec<Jwk> {
+    let mut keys: Vec<Jwk> = Vec::new();
+    for raw in doc
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(key) = serde_json::from_value::<Jwk>(raw.clone())
+            && !keys.contains(&key)
+        {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// A control-plane HTTP client for provider calls: no redirects (they would open SSRF), no
+/// proxy from the environment, rustls.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("sallyport/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static reqwest configuration")
+}

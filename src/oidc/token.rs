@@ -1,0 +1,124 @@
+//! Token endpoint calls (RFC 6749 §4.1.3 code exchange, §6 refresh) with client authentication.
+//!
+//! A small form-POST module rather than the `oauth2` crate: we need the raw response
+//! (`expires_in`, rotated refresh tokens, a refreshed `id_token`), our own error split
+//! (refused vs. unavailable) and later grants (token exchange, client credentials,
+//! `private_key_jwt`) that `oauth2` does not cover.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+
+use crate::config::{ClientAuth, ProviderConfig};
+use crate::secret::{AccessToken, IdToken, RefreshToken};
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: AccessToken,
+    /// Usually `Bearer`.
+    #[serde(default)]
+    pub token_type: String,
+    /// Lifetime in seconds; some providers send it as a string.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub expires_in: Option<u64>,
+    /// A (possibly rotated) refresh token.
+    #[serde(default)]
+    pub refresh_token: Option<RefreshToken>,
+    /// The ID token (always on code exchange; sometimes on refresh).
+    #[serde(default)]
+    pub id_token: Option<IdToken>,
+    /// Granted scope, when it differs from the request.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        Num(f64),
+        Text(String),
+    }
+    Ok(match Option::<NumOrText>::deserialize(d)? {
+        Some(NumOrText::Num(n)) if n >= 0.0 => Some(n as u64),
+        Some(NumOrText::Text(t)) => t.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// Why a token request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The provider answered with an OAuth error (`invalid_grant`, …): the grant is not usable.
+    #[error("token request refused by the provider: {error}")]
+    Refused {
+        /// The OAuth `error` code (never the description, which may echo input).
+        error: String,
+    },
+    /// The provider could not be reached or answered something unusable: try again later.
+    #[error("token endpoint unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+}
+
+/// POSTs a grant to `endpoint`, authenticating as configured.
+pub(crate) async fn request(
+    http: &reqwest::Client,
+    endpoint: &url::Url,
+    provider: &ProviderConfig,
+    mut form: Vec<(&str, &str)>,
+) -> Result<TokenResponse, TokenError> {
+    let mut req = http
+        .post(endpoint.as_str())
+        .header(http::header::ACCEPT, "application/json");
+    match provider.client_auth {
+        ClientAuth::ClientSecretBasic => {
+            // RFC 6749 §2.3.1: both parts are form-urlencoded before Base64.
+            let user = utf8_percent_encode(&provider.client_id, NON_ALPHANUMERIC).to_string();
+            let pass =
+                utf8_percent_encode(provider.client_secret.expose(), NON_ALPHANUMERIC).to_string();
+            let basic = STANDARD.encode(format!("{user}:{pass}"));
+            req = req.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+        }
+        ClientAuth::ClientSecretPost => {
+            form.push(("client_id", &provider.client_id));
+            form.push(("client_secret", provider.client_secret.expose()));
+        }
+    }
+    let resp = req
+        .form(&form)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map_err(|e| TokenError::Unavailable(Box::new(e.without_url())))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| TokenError::Unavailable(Box::new(e.without_url())))?;
+    if status.is_success() {
+        return serde_json::from_slice(&body).map_err(|e| TokenError::Unavailable(Box::new(e)));
+    }
+    if status.is_client_error()
+        && let Ok(err) = serde_json::from_slice::<OAuthError>(&body)
+    {
+        let error = if err.error.len() <= 64 && err.error.bytes().all(|b| b.is_ascii_graphic()) {
+            err.error
+        } else {
+            "invalid_response".to_owned()
+        };
+        return Err(TokenError::Refused { error });
+    }
+    Err(TokenError::Unavailable(
+        format!("token endpoint answered {status}").into(),
+    ))
+}

@@ -1,0 +1,264 @@
+//! Forwarding to upstream services: a pooled HTTP client, streamed bodies both ways, header
+//! rewriting, upstream timeouts, and WebSocket upgrades relayed as raw bytes.
+//!
+//! Which route and which token are decided by the caller (`http::api`); this module only
+//! forwards.
+
+pub mod headers;
+pub mod routes;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::config::{Config, TokenMode};
+use crate::http::error::ApiError;
+use headers::Injected;
+use routes::RouteTable;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// A configured upstream service.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The key under `services`.
+    pub name: String,
+    /// `scheme://authority[/base]`, without a trailing slash.
+    base: String,
+    /// Which token it gets.
+    pub token: TokenMode,
+    timeout: Duration,
+}
+
+/// The forwarding half of the gateway.
+pub struct Proxy {
+    client: Client<Connector, Body>,
+    routes: RouteTable,
+    upstreams: Vec<Upstream>,
+    our_cookies: [String; 2],
+    proto: &'static str,
+    public_host: HeaderValue,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("upstreams", &self.upstreams)
+            .finish()
+    }
+}
+
+/// Why the proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The system's root certificates could not be loaded.
+    #[error("loading root certificates for https upstreams")]
+    RootCertificates(#[source] std::io::Error),
+}
+
+impl Proxy {
+    /// Builds the route table and the pooled client from the config.
+    ///
+    /// # Errors
+    /// When root certificates cannot be loaded.
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(BuildError::RootCertificates)?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        // Idle connections are reaped only with both a timer and an idle timeout (hyper#3640).
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        let upstreams = config
+            .services
+            .iter()
+            .map(|s| Upstream {
+                name: s.name.clone(),
+                base: s.url.as_str().trim_end_matches('/').to_owned(),
+                token: s.token,
+                timeout: s.timeout,
+            })
+            .collect();
+        let cookie = &config.session.cookie;
+        let host = config.server.public_url.host_str().unwrap_or("localhost");
+        let authority = match config.server.public_url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Ok(Self {
+            client,
+            routes: RouteTable::new(&config.routes),
+            upstreams,
+            our_cookies: [cookie.name.clone(), cookie.login_name.clone()],
+            proto: if config.server.is_https() {
+                "https"
+            } else {
+                "http"
+            },
+            public_host: HeaderValue::from_str(&authority).expect("a URL host is header-safe"),
+        })
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The upstream of a route.
+    pub fn upstream(&self, index: usize) -> &Upstream {
+        &self.upstreams[index]
+    }
+
+    /// The names of Sallyport's own cookies, which never reach an upstream.
+    pub fn our_cookies(&self) -> [&str; 2] {
+        [&self.our_cookies[0], &self.our_cookies[1]]
+    }
+
+    /// Fills in the parts of [`Injected`] the proxy knows.
+    pub fn injected<'a>(
+        &'a self,
+        correlation_id: &'a str,
+        client_ip: std::net::IpAddr,
+    ) -> Injected<'a> {
+        Injected {
+            bearer: None,
+            user: None,
+            email: None,
+            correlation_id,
+            client_ip,
+            proto: self.proto,
+            host: &self.public_host,
+        }
+    }
+
+    /// Sends `req` to `upstream` at `path` (keeping the query), streaming both bodies.
+    ///
+    /// # Errors
+    /// `504 upstream_timeout` when no response headers arrive in time, `502
+    /// upstream_unavailable` when the connection is refused, `502 upstream_error` otherwise.
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        upstream: usize,
+        path: &str,
+        add: &Injected<'_>,
+    ) -> Result<Response<Body>, ApiError> {
+        let up = &self.upstreams[upstream];
+        let query = req.uri().query();
+        let mut target =
+            String::with_capacity(up.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        target.push_str(&up.base);
+        target.push_str(path);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        let uri: Uri = target.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "the request path cannot be forwarded",
+            )
+        })?;
+
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        headers::to_upstream(&mut parts.headers, &self.our_cookies(), upgrade, add);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, body);
+
+        let mut resp =
+            match tokio::time::timeout(up.timeout, self.client.request(upstream_req)).await {
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the upstream service did not answer in time",
+                    )
+                    .with_cause(UpstreamFailure(format!(
+                        "{} timed out after {:?}",
+                        up.name, up.timeout
+                    ))));
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unavailable",
+                        "the upstream service is unavailable",
+                    )
+                    .with_cause(UpstreamFailure(format!("{}: {e}", up.name))));
+                }
+                Ok(Err(e)) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "the upstream service failed",
+                    )
+                    .with_cause(UpstreamFailure(format!("{}: {e}", up.name))));
+                }
+                Ok(Ok(resp)) => resp,
+            };
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (Some(client_upgrade), true) = (client_upgrade, switching) {
+            relay(client_upgrade, hyper::upgrade::on(&mut resp));
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::to_browser(
+            &mut parts.headers,
+            &self.our_cookies(),
+            upgrade && switching,
+        );
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// An upstream failure, for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UpstreamFailure(String);
+
+/// Whether a request asks to switch protocols (a WebSocket handshake).
+pub fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Copies bytes both ways between the upgraded browser and upstream connections. Raw relay
+/// keeps subprotocols and `permessage-deflate` intact, at no parsing cost.
+fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "websocket relay ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+}

@@ -1,0 +1,260 @@
+//! Header rewriting between the browser and an upstream: strip, then inject.
+//!
+//! Towards the upstream, everything a client could use to pose as someone else goes first —
+//! `Authorization`, `X-Auth-Request-*`, `X-Forwarded-*`, `Forwarded`, our cookies, hop-by-hop
+//! headers — and only then are our own added. Towards the browser, hop-by-hop headers and any
+//! attempt to set our cookies are removed.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Auth-Request-User`: the user's `sub`.
+pub static X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
+/// `X-Auth-Request-Email`.
+pub static X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+/// `X-Correlation-ID`.
+pub static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus the old `Proxy-Connection` and `Keep-Alive`.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// What Sallyport adds to a request it forwards.
+#[derive(Debug)]
+pub struct Injected<'a> {
+    /// `Authorization: Bearer …` value, when the service gets a token.
+    pub bearer: Option<&'a str>,
+    /// The user's `sub`, when there is a session.
+    pub user: Option<&'a str>,
+    /// The user's email, when known.
+    pub email: Option<&'a str>,
+    /// This request's correlation id.
+    pub correlation_id: &'a str,
+    /// The browser's address as Sallyport saw it.
+    pub client_ip: IpAddr,
+    /// `http` or `https`, from `public_url`.
+    pub proto: &'static str,
+    /// The public host (`public_url`'s authority).
+    pub host: &'a HeaderValue,
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`; keeps `Upgrade` when
+/// `upgrade` (a WebSocket handshake passes through).
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Rewrites a browser request's headers for the upstream.
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    our_cookies: &[&str],
+    upgrade: bool,
+    add: &Injected<'_>,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::HOST);
+    headers.remove(header::FORWARDED);
+    headers.remove(&X_CORRELATION_ID);
+    headers.remove("x-real-ip");
+    let spoofable: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            k.as_str().starts_with("x-auth-request-") || k.as_str().starts_with("x-forwarded-")
+        })
+        .cloned()
+        .collect();
+    for name in spoofable {
+        headers.remove(name);
+    }
+    crate::session::cookie::strip(headers, our_cookies);
+
+    if let Some(bearer) = add.bearer {
+        match HeaderValue::from_str(&format!("Bearer {bearer}")) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                headers.insert(header::AUTHORIZATION, v);
+            }
+            Err(_) => tracing::warn!("token is not valid header text; not forwarded"),
+        }
+    }
+    // Claims come from the provider, but a value with CR/LF or other control characters must
+    // never become a header: `HeaderValue::from_str` refuses it and the header is left out.
+    if let Some(v) = add.user.and_then(|u| HeaderValue::from_str(u).ok()) {
+        headers.insert(X_AUTH_USER.clone(), v);
+    }
+    if let Some(v) = add.email.and_then(|e| HeaderValue::from_str(e).ok()) {
+        headers.insert(X_AUTH_EMAIL.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(add.correlation_id) {
+        headers.insert(X_CORRELATION_ID.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&add.client_ip.to_string()) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(add.proto),
+    );
+    headers.insert(X_FORWARDED_HOST.clone(), add.host.clone());
+}
+
+/// Rewrites an upstream response's headers for the browser.
+pub fn to_browser(headers: &mut HeaderMap, our_cookies: &[&str], upgrade: bool) {
+    strip_hop_by_hop(headers, upgrade);
+    let set_cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if set_cookies.iter().any(|v| sets_one_of(v, our_cookies)) {
+        headers.remove(header::SET_COOKIE);
+        for v in set_cookies
+            .into_iter()
+            .filter(|v| !sets_one_of(v, our_cookies))
+        {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+fn sets_one_of(value: &HeaderValue, names: &[&str]) -> bool {
+    let name = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once('='))
+        .map(|(n, _)| n.trim());
+    name.is_some_and(|n| names.contains(&n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn injected(host: &HeaderValue) -> Injected<'_> {
+        Injected {
+            bearer: Some("tok"),
+            user: Some("alice"),
+            email: Some("alice@example.com"),
+            correlation_id: "cid-1",
+            client_ip: "127.0.0.1".parse().unwrap(),
+            proto: "https",
+            host,
+        }
+    }
+
+    #[test]
+    fn spoofed_identity_and_our_cookies_are_replaced() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer forged"),
+            ("x-auth-request-user", "admin"),
+            ("x-auth-request-groups", "admins"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-correlation-id", "forged"),
+            ("cookie", "sallyport=secret-id; theme=dark"),
+            ("connection", "keep-alive, x-drop-me"),
+            ("x-drop-me", "1"),
+            ("te", "trailers"),
+            ("accept", "application/json"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        let host = HeaderValue::from_static("app.example.com");
+        to_upstream(
+            &mut h,
+            &["sallyport", "sallyport-login"],
+            false,
+            &injected(&host),
+        );
+        assert_eq!(h["authorization"], "Bearer tok");
+        assert_eq!(h["x-auth-request-user"], "alice");
+        assert_eq!(h["x-auth-request-email"], "alice@example.com");
+        assert!(h.get("x-auth-request-groups").is_none());
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-correlation-id"], "cid-1");
+        assert!(h.get("forwarded").is_none());
+        assert_eq!(h["cookie"], "theme=dark");
+        assert!(
+            h.get("x-drop-me").is_none() && h.get("te").is_none() && h.get("connection").is_none()
+        );
+        assert_eq!(h["accept"], "application/json");
+    }
+
+    #[test]
+    fn claims_with_line_breaks_never_become_headers() {
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("app.example.com");
+        let add = Injected {
+            user: Some("alice\r\nx-admin: true"),
+            email: Some("a@b\nc"),
+            ..injected(&host)
+        };
+        to_upstream(&mut h, &[], false, &add);
+        assert!(h.get("x-auth-request-user").is_none());
+        assert!(h.get("x-auth-request-email").is_none());
+        assert!(h.get("x-admin").is_none());
+    }
+
+    #[test]
+    fn websocket_handshakes_keep_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        let host = HeaderValue::from_static("h");
+        to_upstream(&mut h, &[], true, &injected(&host));
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn upstreams_cannot_set_our_cookies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "set-cookie",
+            HeaderValue::from_static("sallyport=evil; Path=/"),
+        );
+        h.append("set-cookie", HeaderValue::from_static("pref=1; Path=/"));
+        h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        to_browser(&mut h, &["sallyport"], false);
+        assert_eq!(
+            h.get_all("set-cookie").iter().collect::<Vec<_>>(),
+            ["pref=1; Path=/"]
+        );
+        assert!(h.get("transfer-encoding").is_none());
+    }
+}

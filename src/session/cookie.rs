@@ -1,0 +1,197 @@
+//! The session and login cookies: finding ours in a request and writing `Set-Cookie`.
+//!
+//! Our cookie values are base64url tokens, so no quoting or percent-encoding is ever needed;
+//! this small codec avoids parsing every cookie of a request into owned values on the hot path.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, header};
+
+use crate::config::{CookieConfig, SameSite};
+
+/// How many logins one browser may have in flight (one per tab, say); older ones drop out.
+pub const MAX_LOGINS_PER_BROWSER: usize = 3;
+
+/// The value of the cookie `name` in `headers`, if sent (the first one when sent twice).
+pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"'))
+        })
+}
+
+/// `Set-Cookie` for a session id, living as long as the session may.
+pub fn session(cfg: &CookieConfig, value: &str, max_age: Duration) -> HeaderValue {
+    let same_site = match cfg.same_site {
+        SameSite::Lax => "Lax",
+        SameSite::Strict => "Strict",
+    };
+    build(&cfg.name, value, same_site, cfg.secure, Some(max_age))
+}
+
+/// `Set-Cookie` for the login cookie: the states of the logins this browser started.
+///
+/// # Security
+/// Always `SameSite=Lax`: the provider's redirect back to `/auth/callback` is a cross-site
+/// navigation, on which a `Strict` cookie would not be sent.
+pub fn login(cfg: &CookieConfig, states: &[&str], max_age: Duration) -> HeaderValue {
+    if states.is_empty() {
+        return clear(cfg, &cfg.login_name);
+    }
+    build(
+        &cfg.login_name,
+        &states.join("."),
+        "Lax",
+        cfg.secure,
+        Some(max_age),
+    )
+}
+
+/// The states listed in a login cookie value.
+pub fn login_states(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .take(MAX_LOGINS_PER_BROWSER)
+}
+
+/// `Set-Cookie` that removes the cookie `name`.
+pub fn clear(cfg: &CookieConfig, name: &str) -> HeaderValue {
+    build(name, "", "Lax", cfg.secure, Some(Duration::ZERO))
+}
+
+fn build(
+    name: &str,
+    value: &str,
+    same_site: &str,
+    secure: bool,
+    max_age: Option<Duration>,
+) -> HeaderValue {
+    let mut s = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}");
+    if secure {
+        s.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        s.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    HeaderValue::from_str(&s).expect("cookie names and base64url values are valid header text")
+}
+
+/// Removes the cookies named in `names` from the `Cookie` headers, keeping all others.
+pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
+    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    let ours = |pair: &str| {
+        let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
+        names.contains(&key)
+    };
+    if !values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(';').any(ours))
+    {
+        return;
+    }
+    headers.remove(header::COOKIE);
+    let kept: Vec<&str> = values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !ours(p))
+        .collect();
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(secure: bool, same_site: SameSite) -> CookieConfig {
+        let name = if secure {
+            "__Host-sallyport"
+        } else {
+            "sallyport"
+        };
+        CookieConfig {
+            name: name.into(),
+            login_name: format!("{name}-login"),
+            same_site,
+            secure,
+        }
+    }
+
+    #[test]
+    fn finds_our_cookie_among_others_and_across_headers() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sallyport-login=x"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("b=2;sallyport=abc; c=3"),
+        );
+        assert_eq!(find(&h, "sallyport"), Some("abc"));
+        assert_eq!(find(&h, "sallyport-login"), Some("x"));
+        assert_eq!(find(&h, "sally"), None);
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_and_secure_on_https() {
+        let c = session(&cfg(true, SameSite::Strict), "id", Duration::from_secs(60));
+        assert_eq!(
+            c,
+            "__Host-sallyport=id; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age=60"
+        );
+        let c = session(&cfg(false, SameSite::Lax), "id", Duration::from_secs(60));
+        assert_eq!(
+            c,
+            "sallyport=id; Path=/; HttpOnly; SameSite=Lax; Max-Age=60"
+        );
+    }
+
+    #[test]
+    fn login_cookie_is_lax_even_when_sessions_are_strict() {
+        let c = login(
+            &cfg(true, SameSite::Strict),
+            &["s1", "s2"],
+            Duration::from_secs(600),
+        );
+        assert_eq!(
+            c,
+            "__Host-sallyport-login=s1.s2; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=600"
+        );
+        assert_eq!(login_states("a.b.c.d").collect::<Vec<_>>(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn strip_removes_only_our_cookies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sallyport=secret; sallyport-login=s"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip(&mut h, &["sallyport", "sallyport-login"]);
+        assert_eq!(
+            h.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
+            ["a=1; b=2"]
+        );
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(header::COOKIE, HeaderValue::from_static("sallyport=secret"));
+        strip(&mut only_ours, &["sallyport"]);
+        assert!(only_ours.get(header::COOKIE).is_none());
+    }
+}

@@ -1,0 +1,157 @@
+//! The in-process session store: a hash map per record kind behind short-held mutexes.
+//!
+//! Sessions are lost when the process stops; use the file store to keep them.
+//! No capacity bound applies to sessions (an eviction would be a silent logout); pending logins
+//! are bounded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::session::{SessionStore, StoreError, StoreKey};
+
+struct Entry {
+    sealed: Vec<u8>,
+    expires_at: SystemTime,
+}
+
+/// Sessions and pending logins in memory.
+pub struct MemoryStore {
+    sessions: Mutex<HashMap<StoreKey, Entry>>,
+    logins: Mutex<HashMap<StoreKey, Entry>>,
+    max_logins: usize,
+}
+
+impl MemoryStore {
+    /// An empty store keeping at most `max_logins` pending logins.
+    pub fn new(max_logins: usize) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            logins: Mutex::default(),
+            max_logins: max_logins.max(1),
+        }
+    }
+
+    /// Drops every expired record.
+    pub fn sweep(&self) {
+        let now = SystemTime::now();
+        lock(&self.sessions).retain(|_, e| e.expires_at > now);
+        lock(&self.logins).retain(|_, e| e.expires_at > now);
+    }
+
+    /// How many sessions are held, expired ones included until swept.
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A poisoned map only means another request panicked mid-update of a plain `HashMap`; the map
+/// itself is still consistent, so keep serving.
+fn lock(
+    m: &Mutex<HashMap<StoreKey, Entry>>,
+) -> std::sync::MutexGuard<'_, HashMap<StoreKey, Entry>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn live(entry: Option<&Entry>, now: SystemTime) -> bool {
+    entry.is_some_and(|e| e.expires_at > now)
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let map = lock(&self.sessions);
+        let now = SystemTime::now();
+        Ok(map
+            .get(key)
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.sealed.clone()))
+    }
+
+    async fn create(
+        &self,
+        key: &StoreKey,
+        sealed: Vec<u8>,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.sessions);
+        if live(map.get(key), SystemTime::now()) {
+            return Ok(false);
+        }
+        map.insert(*key, Entry { sealed, expires_at });
+        Ok(true)
+    }
+
+    async fn update(
+        &self,
+        key: &StoreKey,
+        sealed: Vec<u8>,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.sessions);
+        if !live(map.get(key), SystemTime::now()) {
+            return Ok(false);
+        }
+        map.insert(*key, Entry { sealed, expires_at });
+        Ok(true)
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        lock(&self.sessions).remove(key);
+        Ok(())
+    }
+
+    async fn put_login(
+        &self,
+        key: &StoreKey,
+        sealed: Vec<u8>,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut map = lock(&self.logins);
+        if map.len() >= self.max_logins && !map.contains_key(key) {
+            let now = SystemTime::now();
+            map.retain(|_, e| e.expires_at > now);
+            if map.len() >= self.max_logins {
+                // Still full of live logins (a flood): drop the tenth closest to expiry, so the
+                // next inserts do not each pay for a full scan.
+                let mut by_expiry: Vec<(SystemTime, StoreKey)> =
+                    map.iter().map(|(k, e)| (e.expires_at, *k)).collect();
+                by_expiry.sort_unstable();
+                let drop = (self.max_logins / 10).max(1);
+                for (_, k) in by_expiry.into_iter().take(drop) {
+                    map.remove(&k);
+                }
+            }
+        }
+        map.insert(*key, Entry { sealed, expires_at });
+        Ok(())
+    }
+
+    async fn take_login(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let entry = lock(&self.logins).remove(key);
+        Ok(entry
+            .filter(|e| e.expires_at > SystemTime::now())
+            .map(|e| e.sealed))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        crate::store::conformance::run(|max| async move { MemoryStore::new(max) }).await;
+    }
+}

@@ -1,0 +1,162 @@
+//! Logs and correlation ids: the subscriber, and the middleware that gives each request a
+//! correlation id, logs one line per request, and renders error bodies.
+//!
+//! Query strings are never logged: on `/auth/callback` they carry the code and state.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{HeaderValue, header};
+
+use crate::http::error::ErrorInfo;
+use crate::proxy::headers::X_CORRELATION_ID;
+
+/// The id that ties a response, its log lines and the upstream's logs together.
+#[derive(Debug, Clone)]
+pub struct CorrelationId(pub String);
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global subscriber: stderr, filter from `RUST_LOG` (default `info`).
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The per-request middleware: correlation id, error rendering, one access log line.
+pub async fn middleware(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let wants_html = wants_html(req.headers());
+    req.extensions_mut().insert(CorrelationId(id.clone()));
+
+    let mut resp = next.run(req).await;
+
+    if let Some(info) = resp.extensions_mut().remove::<ErrorInfo>() {
+        let status = resp.status();
+        match &info.cause {
+            Some(cause) if status.is_server_error() => {
+                tracing::warn!(correlation_id = %id, code = info.code, status = status.as_u16(), cause = %chain(cause.as_ref()), "request failed")
+            }
+            Some(cause) => {
+                tracing::info!(correlation_id = %id, code = info.code, status = status.as_u16(), cause = %chain(cause.as_ref()), "request refused")
+            }
+            None => {
+                tracing::debug!(correlation_id = %id, code = info.code, status = status.as_u16(), "request refused")
+            }
+        }
+        render(&mut resp, &info, &id, wants_html);
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_CORRELATION_ID.clone(), v);
+    }
+    tracing::info!(
+        correlation_id = %id,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+/// A browser navigation gets an HTML error page; API callers get JSON.
+fn wants_html(headers: &http::HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
+    dest == Some("document")
+        || (accept.contains("text/html") && dest.is_none_or(|d| d == "document"))
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(s, ": {cause}");
+        source = cause.source();
+    }
+    s
+}
+
+fn render(resp: &mut Response, info: &ErrorInfo, correlation_id: &str, html: bool) {
+    let (body, content_type) = if html {
+        (error_page(info, correlation_id), "text/html; charset=utf-8")
+    } else {
+        let json = serde_json::json!({
+            "error": info.code,
+            "message": info.message,
+            "correlation_id": correlation_id,
+        });
+        (json.to_string(), "application/json")
+    };
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if html {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        );
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    *resp.body_mut() = Body::from(body);
+}
+
+fn error_page(info: &ErrorInfo, correlation_id: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in problem</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         code{{background:#f3f3f3;padding:.1rem .3rem}}</style></head><body>\
+         <h1>Something went wrong</h1><p>{}</p><p>Error <code>{}</code>, reference <code>{}</code>.</p>\
+         <p><a href=\"/\">Back to the start</a></p></body></html>",
+        html_escape(&info.message),
+        info.code,
+        correlation_id
+    )
+}
+
+/// Escapes text for HTML element and attribute content.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,180 @@
+//! The token broker: which token a service gets, and refreshing it before it expires — once
+//! per session, however many requests arrive at the same time.
+//!
+//! Refresh is lock-then-re-read: the first request takes the session's refresh lock and
+//! refreshes; the others wait for the lock, re-read the session, find the new token and use
+//! it. The lock is in-process here; a store-backed lock slots into the same place for several
+//! instances. No sync lock is held across an await.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::oidc::id_token::Expectations;
+use crate::oidc::{Provider, TokenError};
+use crate::secret::IdToken;
+use crate::session::manager::{Loaded, Sessions};
+use crate::session::{StoreError, StoreKey};
+
+/// Why no usable token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFailure {
+    /// The provider refused the refresh, or the session ended meanwhile: log in again.
+    #[error("session ended")]
+    SessionEnded,
+    /// The token expired and the provider cannot be reached to refresh it.
+    #[error("token refresh failed")]
+    ProviderUnavailable(#[source] TokenError),
+    /// The session store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Refreshes tokens, one refresh per session at a time.
+#[derive(Debug)]
+pub struct Broker {
+    refresh_before: Duration,
+    locks: Mutex<HashMap<StoreKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Broker {
+    /// A broker refreshing tokens that expire within `refresh_before`.
+    pub fn new(refresh_before: Duration) -> Self {
+        Self {
+            refresh_before,
+            locks: Mutex::default(),
+        }
+    }
+
+    /// Whether the session's access token is due for a refresh at `now` (unix seconds).
+    pub fn needs_refresh(&self, session: &Loaded, now: u64) -> bool {
+        session
+            .record
+            .access_expires_at
+            .is_some_and(|exp| exp <= now + self.refresh_before.as_secs())
+    }
+
+    /// Makes sure `session` holds an access token that is not about to expire, refreshing it
+    /// at the provider if needed, and returns the current session.
+    ///
+    /// # Errors
+    /// [`TokenFailure::SessionEnded`] when the refresh is refused (the session is deleted),
+    /// [`TokenFailure::ProviderUnavailable`] when the token expired and the provider is down.
+    pub async fn ensure_fresh(
+        &self,
+        sessions: &Sessions,
+        provider: &Provider,
+        session: Loaded,
+    ) -> Result<Loaded, TokenFailure> {
+        let now = sessions.clock().unix();
+        if !self.needs_refresh(&session, now) {
+            return Ok(session);
+        }
+        let key = session.key;
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(locks.entry(key).or_default())
+        };
+        let result = {
+            let _held = lock.lock().await;
+            self.refresh_locked(sessions, provider, key).await
+        };
+        drop(lock);
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&key);
+        }
+        result
+    }
+
+    async fn refresh_locked(
+        &self,
+        sessions: &Sessions,
+        provider: &Provider,
+        key: StoreKey,
+    ) -> Result<Loaded, TokenFailure> {
+        // Another request may have refreshed while this one waited for the lock.
+        let Some(mut record) = sessions.load(&key).await? else {
+            return Err(TokenFailure::SessionEnded);
+        };
+        let now = sessions.clock().unix();
+        let current = Loaded {
+            key,
+            record: record.clone(),
+        };
+        if !self.needs_refresh(&current, now) {
+            return Ok(current);
+        }
+        let still_valid = record.access_expires_at.is_some_and(|exp| exp > now);
+        let Some(refresh_token) = record.refresh_token.clone() else {
+            if still_valid {
+                return Ok(current);
+            }
+            sessions.delete(&key).await?;
+            return Err(TokenFailure::SessionEnded);
+        };
+        match provider.refresh(&refresh_token).await {
+            Ok(resp) => {
+                record.access_token = resp.access_token;
+                record.access_expires_at = resp.expires_in.map(|s| now + s);
+                if let Some(rotated) = resp.refresh_token {
+                    record.refresh_token = Some(rotated);
+                }
+                if let Some(id_token) = resp.id_token {
+                    self.accept_refreshed_id_token(provider, &mut record, id_token, now)
+                        .await;
+                }
+                if !sessions.save(&key, &record).await? {
+                    return Err(TokenFailure::SessionEnded);
+                }
+                tracing::debug!(session = ?key, "access token refreshed");
+                Ok(Loaded { key, record })
+            }
+            Err(TokenError::Refused { error }) => {
+                tracing::info!(session = ?key, %error, "refresh refused; ending the session");
+                sessions.delete(&key).await?;
+                Err(TokenFailure::SessionEnded)
+            }
+            Err(e) if still_valid => {
+                tracing::warn!(session = ?key, error = %e, "refresh failed; using the current token until it expires");
+                Ok(current)
+            }
+            Err(e) => Err(TokenFailure::ProviderUnavailable(e)),
+        }
+    }
+
+    /// OIDC Core §12.2: a refreshed ID token must be valid and name the same subject; an
+    /// invalid one is ignored (the old one stays) rather than ending the session.
+    async fn accept_refreshed_id_token(
+        &self,
+        provider: &Provider,
+        record: &mut crate::session::SessionRecord,
+        id_token: IdToken,
+        now: u64,
+    ) {
+        let cfg = provider.config();
+        let expect = Expectations {
+            issuer: &cfg.issuer,
+            client_id: &cfg.client_id,
+            nonce: None,
+            access_token: Some(record.access_token.expose()),
+            algorithms: &cfg.id_token_algs,
+            now: now as i64,
+            skew: cfg.clock_skew.as_secs() as i64,
+            not_issued_before: record.created_at as i64,
+        };
+        match provider.validate_id_token(id_token.expose(), &expect).await {
+            Ok(claims) if claims.sub == record.sub => record.id_token = id_token,
+            Ok(_) => {
+                tracing::warn!("refreshed ID token names another subject; keeping the old one")
+            }
+            Err(e) => tracing::warn!(error = ?e, "refreshed ID token invalid; keeping the old one"),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The `sallyport` binary: `check` reports every config problem by key, exit code 2, and never
+//! prints a secret.
+
+use std::process::Command;
+
+const SECRET: &str = "do-not-print-this-secret";
+
+fn config(replace: &[(&str, &str)]) -> String {
+    let mut yaml = r#"
+server:
+  listen: 127.0.0.1:18080
+  public_url: http://localhost:18080
+providers:
+  main:
+    issuer: http://127.0.0.1:9000
+    client_id: sallyport
+    client_secret: ${CLIENT_SECRET}
+session:
+  keys: [${SESSION_KEY}]
+services:
+  orders:
+    url: http://127.0.0.1:7000
+    timeout: 30s
+routes:
+  - path: /api/orders/*
+    service: orders
+    upstream_path: /v1/orders/*
+"#
+    .to_owned();
+    for (from, to) in replace {
+        assert!(yaml.contains(from), "{from}");
+        yaml = yaml.replace(from, to);
+    }
+    yaml
+}
+
+fn check(yaml: &str, session_key: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sallyport.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("CLIENT_SECRET", SECRET)
+        .env("SESSION_KEY", session_key)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(SECRET), "a secret was printed:\n{text}");
+    assert!(
+        !text.contains(crate::harness::SESSION_KEY),
+        "a key was printed:\n{text}"
+    );
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn a_valid_config_checks_out() {
+    let (code, text) = check(&config(&[]), crate::harness::SESSION_KEY);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("valid (1 provider(s), 1 service(s), 1 route(s), memory store)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn each_invalid_value_is_one_line_naming_its_key() {
+    let key = crate::harness::SESSION_KEY;
+    // (replacements in the file, the session key, the line `check` must print)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case<'_>; 6] = [
+        (
+            &[("    issuer: http://127.0.0.1:9000\n", "")],
+            key,
+            "  providers.main.issuer: is required",
+        ),
+        (
+            &[("    timeout: 30s", "    timeout: 30 seconds")],
+            key,
+            "  services.orders.timeout: expected a duration",
+        ),
+        (
+            &[("session:\n", "session:\n  store: postgres\n")],
+            key,
+            "  session.store: expected one of memory, file, redis",
+        ),
+        (
+            &[("    service: orders", "    service: billing")],
+            key,
+            "  routes[0].service: names no service",
+        ),
+        (
+            &[],
+            "c2hvcnQ=",
+            "  session.keys[0]: expected 32 bytes, base64-encoded, but it decodes to 5 bytes",
+        ),
+        (
+            &[("/v1/orders/*", "https://evil.example/*")],
+            key,
+            "  routes[0].upstream_path: expected a relative path",
+        ),
+    ];
+    for (replace, session_key, expected) in cases {
+        let (code, text) = check(&config(replace), session_key);
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(expected)),
+            "expected a line starting {expected:?} in:\n{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("  ")).count(),
+            1,
+            "exactly one problem line:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn an_unset_variable_and_a_secret_in_a_bad_place_are_reported_without_the_value() {
+    let (code, text) = check(
+        &config(&[("${CLIENT_SECRET}", "${MISSING_SECRET}")]),
+        crate::harness::SESSION_KEY,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        text.contains(
+            "providers.main.client_secret: environment variable MISSING_SECRET is not set"
+        ),
+        "{text}"
+    );
+    let (code, text) = check(
+        &config(&[("    timeout: 30s", "    timeout: ${CLIENT_SECRET}")]),
+        crate::harness::SESSION_KEY,
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("services.orders.timeout: expected a duration"),
+        "{text}"
+    );
+}

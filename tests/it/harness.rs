@@ -1,0 +1,45 @@
+//! The test harness: real servers on 127.0.0.1, each a handle that stops its process or task
+//! when dropped.
+
+pub mod bad_provider;
+pub mod browser;
+pub mod gateway;
+pub mod provider;
+pub mod upstream;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A 32-byte session key, base64.
+pub const SESSION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+/// Another one, for rotation tests.
+pub const SESSION_KEY_2: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+/// The client secret every test client uses.
+pub const CLIENT_SECRET: &str = "test-client-secret-3f9a";
+
+/// Waits until `check` returns `Some`, polling for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

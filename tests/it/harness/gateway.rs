@@ -1,0 +1,199 @@
+//! Sallyport itself, run in-process through `sallyport::serve` with a config written as YAML.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use sallyport::clock::Clock;
+use sallyport::config::Config;
+
+/// How to configure a gateway for a test.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// The port to serve on (known before the provider starts).
+    pub port: u16,
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The upstream's base URL.
+    pub upstream: String,
+    /// Extra YAML under `session:` (store, cookie, timeouts…).
+    pub session_yaml: String,
+    /// The session keys, base64.
+    pub keys: Vec<String>,
+    /// `tokens.refresh_before`.
+    pub refresh_before: &'static str,
+    /// `providers.main.client_auth`.
+    pub client_auth: &'static str,
+    /// Extra provider YAML lines.
+    pub provider_yaml: String,
+    /// A service pointing at a closed port, for `502` tests.
+    pub dead_upstream: String,
+}
+
+impl GatewayOptions {
+    /// Defaults for a gateway on `port` in front of `upstream`, logging in at `issuer`.
+    pub fn new(port: u16, issuer: &str, upstream: &str) -> Self {
+        Self {
+            port,
+            issuer: issuer.to_owned(),
+            upstream: upstream.to_owned(),
+            session_yaml: String::new(),
+            keys: vec![super::SESSION_KEY.to_owned()],
+            refresh_before: "60s",
+            client_auth: "client_secret_basic",
+            provider_yaml: String::new(),
+            dead_upstream: format!("http://127.0.0.1:{}", super::free_port()),
+        }
+    }
+
+    /// The YAML config these options describe.
+    pub fn yaml(&self) -> String {
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"
+server:
+  listen: 127.0.0.1:{port}
+  public_url: http://localhost:{port}
+  shutdown_grace: 2s
+providers:
+  main:
+    issuer: {issuer}
+    client_id: sallyport
+    client_secret: ${{TEST_CLIENT_SECRET}}
+    client_auth: {client_auth}
+    scopes: [openid, profile, email, offline_access]
+    login_params: [login_hint]
+{provider_yaml}
+session:
+  keys: [{keys}]
+{session_yaml}
+tokens:
+  refresh_before: {refresh_before}
+services:
+  echo:
+    url: {upstream}
+    token: user
+    timeout: 2s
+  echo_id:
+    url: {upstream}
+    token: id_token
+  public:
+    url: {upstream}
+    token: none
+  dead:
+    url: {dead}
+routes:
+  - path: /api/echo/*
+    service: echo
+    upstream_path: /echo/*
+  - path: /api/id/*
+    service: echo_id
+    upstream_path: /echo/*
+  - path: /api/readonly/*
+    service: echo
+    upstream_path: /echo/*
+    methods: [GET]
+  - path: /api/optional/*
+    service: echo
+    upstream_path: /echo/*
+    auth: optional
+  - path: /api/public/*
+    service: public
+    upstream_path: /echo/*
+    auth: none
+  - path: /api/slow
+    service: echo
+    upstream_path: /slow
+  - path: /api/ws
+    service: echo
+    upstream_path: /ws
+  - path: /api/set-cookie
+    service: echo
+    upstream_path: /set-cookie
+  - path: /api/dead/*
+    service: dead
+    upstream_path: /*
+"#,
+            port = self.port,
+            issuer = self.issuer,
+            client_auth = self.client_auth,
+            provider_yaml = self.provider_yaml,
+            keys = keys,
+            session_yaml = self.session_yaml,
+            refresh_before = self.refresh_before,
+            upstream = self.upstream,
+            dead = self.dead_upstream,
+        )
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> Config {
+        let env = HashMap::from([(
+            "TEST_CLIENT_SECRET".to_owned(),
+            super::CLIENT_SECRET.to_owned(),
+        )]);
+        Config::parse(&self.yaml(), &PathBuf::from("."), &env)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+    }
+}
+
+/// A gateway serving in this test's runtime; stopped when dropped.
+pub struct Gateway {
+    /// `http://localhost:PORT`.
+    pub url: String,
+    /// The clock the gateway judges expiry by.
+    pub clock: Clock,
+    /// The gateway's state, for inspecting sessions.
+    pub gateway: sallyport::Gateway,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Gateway {
+    /// Starts a gateway with `opts`.
+    pub async fn start(opts: &GatewayOptions) -> Gateway {
+        let clock = Clock::default();
+        // A file store may still be held for a moment by a gateway that just stopped.
+        let gateway = super::eventually(std::time::Duration::from_secs(5), || async {
+            sallyport::Gateway::with_clock(opts.config(), clock.clone()).ok()
+        })
+        .await
+        .expect("gateway starts");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
+            .await
+            .expect("gateway port free");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sallyport::serve(gateway.clone(), listener, None, async {
+            let _ = stopped.await;
+        }));
+        Gateway {
+            url: format!("http://localhost:{}", opts.port),
+            clock,
+            gateway,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops serving and waits until the listener is closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}

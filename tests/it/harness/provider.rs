@@ -1,0 +1,165 @@
+//! The certified OpenID provider from the npm package `oidc-provider`, run by node.
+
+use std::process::Stdio;
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/provider");
+
+/// Installs the pinned provider once per test run when `npm ci` has not been run yet.
+fn ensure_installed() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        if std::path::Path::new(DIR)
+            .join("node_modules/oidc-provider")
+            .exists()
+        {
+            return;
+        }
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix", DIR])
+            .status()
+            .expect("npm is needed for the test provider (apt-get install nodejs npm)");
+        assert!(status.success(), "npm ci in tests/provider failed");
+    });
+}
+
+/// How to configure the provider.
+#[derive(Debug, Clone)]
+pub struct ProviderOptions {
+    /// Where the gateway listens (for redirect URIs).
+    pub gateway_port: u16,
+    /// Access token lifetime, seconds.
+    pub access_token_ttl: u64,
+    /// Token endpoint client authentication the client is registered with.
+    pub token_endpoint_auth_method: &'static str,
+}
+
+impl ProviderOptions {
+    /// Defaults for a gateway on `gateway_port`.
+    pub fn new(gateway_port: u16) -> Self {
+        Self {
+            gateway_port,
+            access_token_ttl: 300,
+            token_endpoint_auth_method: "client_secret_basic",
+        }
+    }
+}
+
+/// A running provider; killed when dropped.
+pub struct Provider {
+    /// `http://127.0.0.1:PORT`.
+    pub issuer: String,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl Provider {
+    /// Starts the provider with one client, `sallyport`, for a gateway on `opts.gateway_port`.
+    pub async fn start(opts: ProviderOptions) -> Provider {
+        ensure_installed();
+        let gw = format!("http://localhost:{}", opts.gateway_port);
+        let config = json!({
+            "access_token_ttl": opts.access_token_ttl,
+            "clients": [{
+                "client_id": "sallyport",
+                "client_secret": super::CLIENT_SECRET,
+                "redirect_uris": [format!("{gw}/auth/callback")],
+                "post_logout_redirect_uris": [format!("{gw}/"), format!("{gw}/bye")],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": opts.token_endpoint_auth_method,
+            }],
+        });
+        let mut child = Command::new("node")
+            .arg("--dns-result-order=ipv4first")
+            .arg(format!("{DIR}/server.mjs"))
+            .env("PROVIDER_CONFIG", config.to_string())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("PROVIDER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting node (apt-get install nodejs)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the provider did not start within 30 s")
+            .expect("reading the provider's stdout")
+            .expect("the provider exited before it was ready");
+        // Keep reading: the provider prints notices to stdout later, and a closed pipe kills it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let ready: Value = serde_json::from_str(&line).expect("the provider's ready line is JSON");
+        let issuer = ready["issuer"]
+            .as_str()
+            .expect("issuer in the ready line")
+            .to_owned();
+        Provider {
+            issuer,
+            child,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// How many grants of `grant_type` the token endpoint issued.
+    pub async fn grants(&self, grant_type: &str) -> u64 {
+        let stats: Value = self
+            .http
+            .get(format!("{}/__test/stats", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["grants"][grant_type].as_u64().unwrap_or(0)
+    }
+
+    /// How many token requests of `grant_type` the provider refused.
+    pub async fn grant_errors(&self, grant_type: &str) -> u64 {
+        let stats: Value = self
+            .http
+            .get(format!("{}/__test/stats", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["grant_errors"][grant_type].as_u64().unwrap_or(0)
+    }
+
+    /// Revokes a refresh token at the provider (RFC 7009), as an administrator would.
+    pub async fn revoke(&self, refresh_token: &str) {
+        let resp = self
+            .http
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth("sallyport", Some(super::CLIENT_SECRET))
+            .form(&[
+                ("token", refresh_token),
+                ("token_type_hint", "refresh_token"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "revocation failed: {}",
+            resp.status()
+        );
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: Sallyport against real servers on 127.0.0.1.
+
+// Modules of one test binary share items with `pub`; nothing is exported.
+#![allow(unreachable_pub)]
+
+mod harness;
+
+mod cli;
+mod id_tokens;
+mod login;
+mod proxy;
+mod refresh;
+mod stores;
+mod streaming;

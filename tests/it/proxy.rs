@@ -1,0 +1,226 @@
+//! The `/api/**` proxy: routing, methods, auth modes, upstream failures, path safety, header
+//! hygiene and WebSocket upgrades.
+
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::browser::Browser;
+use crate::login::Stack;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_methods_and_auth_modes() {
+    let stack = Stack::start().await;
+    let anon = stack.browser();
+
+    // auth: none forwards without a session and without a token.
+    let page = anon.fetch(Method::GET, "/api/public/status").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.json()["headers"].get("authorization").is_none());
+    // auth: optional forwards anonymously…
+    let page = anon.fetch(Method::GET, "/api/optional/feed").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.json()["headers"].get("x-auth-request-user").is_none());
+    // …and a client's own bearer is never passed on.
+    let page = anon
+        .fetch_with(
+            Method::GET,
+            "/api/public/x",
+            &[("authorization", "Bearer client-made-this-up")],
+        )
+        .await;
+    assert!(page.json()["headers"].get("authorization").is_none());
+
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let page = b.fetch(Method::GET, "/api/optional/feed").await;
+    assert_eq!(
+        page.json()["headers"]["x-auth-request-user"][0],
+        "alice",
+        "optional uses the session when present"
+    );
+
+    // A method the route does not list: 405 with Allow.
+    let csrf = b.csrf_token().await;
+    let origin = stack.gateway.url.clone();
+    let page = b
+        .fetch_with(
+            Method::POST,
+            "/api/readonly/x",
+            &[("x-csrf-token", &csrf), ("origin", &origin)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(page.header("allow"), Some("GET"));
+    assert_eq!(page.json()["error"], "method_not_allowed");
+    assert_eq!(
+        b.fetch(Method::GET, "/api/readonly/x").await.status,
+        StatusCode::OK
+    );
+
+    // Unsafe methods on session routes carry the CSRF token.
+    let page = b
+        .fetch_with(Method::POST, "/api/echo/orders", &[("origin", &origin)])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(page.json()["error"], "csrf_failed");
+    let resp = b
+        .http
+        .delete(b.url("/api/echo/orders/7"))
+        .header("x-csrf-token", &csrf)
+        .header("origin", &origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(seen["method"], "DELETE");
+
+    // A service with `token: id_token` gets the ID token.
+    let (_, id_token, _) = stack.tokens_of(&b).await;
+    let page = b.fetch(Method::GET, "/api/id/profile").await;
+    assert_eq!(
+        page.json()["headers"]["authorization"][0],
+        crate::harness::upstream::fingerprint(&id_token)
+    );
+
+    // No route: a JSON 404, never the upstream.
+    let page = b.fetch(Method::GET, "/api/nowhere").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert_eq!(page.json()["error"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_timeouts_and_refusals_map_to_504_and_502() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let started = std::time::Instant::now();
+    let page = b.fetch(Method::GET, "/api/slow").await;
+    assert_eq!(page.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(page.json()["error"], "upstream_timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the 2 s service timeout applies"
+    );
+
+    let page = anon_fetch(&stack, "/api/dead/x").await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(page.json()["error"], "upstream_unavailable");
+    assert!(
+        !page.body.contains("127.0.0.1"),
+        "no internal detail in the body: {}",
+        page.body
+    );
+}
+
+async fn anon_fetch(stack: &Stack, path: &str) -> crate::harness::browser::Page {
+    // The `dead` service's route needs a session like the others.
+    let b = stack.browser();
+    b.login("bob", "/").await;
+    b.fetch(Method::GET, path).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wildcard_tails_cannot_climb_out_of_the_upstream_path() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    // Raw TCP, so that no client normalises the paths first.
+    for evil in [
+        "/api/echo/../admin",
+        "/api/echo/%2e%2e/admin",
+        "/api/echo/%2E%2E%2Fadmin",
+        "/api/echo/a%2f..%2fadmin",
+        "/api/echo//admin",
+        "/api/echo/..%5cadmin",
+        "/api/echo/%252e%252e/admin",
+    ] {
+        let (status, body) = raw_get(&stack, &b, evil).await;
+        assert_eq!(status, 400, "{evil}: {body}");
+        assert!(body.contains("invalid_path"), "{evil}: {body}");
+    }
+    let (status, body) = raw_get(&stack, &b, "/api/echo/ok/file.txt").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/echo/ok/file.txt\""), "{body}");
+}
+
+async fn raw_get(stack: &Stack, b: &Browser, path: &str) -> (u16, String) {
+    let cookie = b.cookie("sallyport").unwrap();
+    let port = stack.opts.port;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nCookie: sallyport={cookie}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_cannot_set_our_cookies() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let before = b.cookie("sallyport").unwrap();
+    let page = b.fetch(Method::GET, "/api/set-cookie").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let set = page.set_cookies();
+    assert_eq!(
+        set,
+        ["app-pref=1; Path=/"],
+        "the upstream's own cookies pass, ours do not"
+    );
+    assert_eq!(b.cookie("sallyport").unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrades_are_relayed_and_need_our_origin() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let cookie = b.cookie("sallyport").unwrap();
+    let port = stack.opts.port;
+    let handshake = |origin: &str| {
+        format!(
+            "GET /api/ws HTTP/1.1\r\nHost: localhost:{port}\r\nCookie: sallyport={cookie}\r\nOrigin: {origin}\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(handshake("https://evil.example").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 403"),
+        "cross-site WebSocket hijacking refused"
+    );
+
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(handshake(&stack.gateway.url).as_bytes())
+        .await
+        .unwrap();
+    let n = tcp.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"hello through the gate"[..], b"second frame"] {
+        tcp.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_exact(&mut got))
+            .await
+            .expect("echo within 5 s")
+            .unwrap();
+        assert_eq!(got, msg);
+    }
+}

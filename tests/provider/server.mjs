@@ -1,0 +1,376 @@
+// A real OpenID Provider (panva/oidc-provider) for Sallyport's integration
+// tests and the demo.
+//
+//   PROVIDER_CONFIG='{"port":0}' node --dns-result-order=ipv4first tests/provider/server.mjs
+//
+// Prints exactly one JSON line to stdout when ready: {"issuer":"http://127.0.0.1:<port>"}
+// Everything else goes to stderr. Exits cleanly on SIGTERM/SIGINT.
+//
+// Accounts: alice / secret, bob / secret. Consent is granted automatically.
+// Test-only endpoints: GET /__test/stats, POST /__test/reset.
+
+import crypto from 'node:crypto';
+import http from 'node:http';
+
+import Provider from 'oidc-provider';
+
+const log = (...args) => console.error('[provider]', ...args);
+
+// ---------------------------------------------------------------------------
+// Configuration from the environment
+// ---------------------------------------------------------------------------
+
+let config = {};
+if (process.env.PROVIDER_CONFIG) {
+  try {
+    config = JSON.parse(process.env.PROVIDER_CONFIG);
+  } catch (err) {
+    log('PROVIDER_CONFIG is not valid JSON:', err.message);
+    process.exit(2);
+  }
+}
+
+const positiveInt = (value, fallback) => (Number.isInteger(value) && value > 0 ? value : fallback);
+
+const port = Number.isInteger(config.port) && config.port >= 0 ? config.port : 0;
+const accessTokenTtl = positiveInt(config.access_token_ttl, 60);
+const idTokenTtl = positiveInt(config.id_token_ttl, 3600);
+const refreshTokenTtl = positiveInt(config.refresh_token_ttl, 86400);
+const sessionTtl = positiveInt(config.session_ttl, undefined);
+
+const clients = Array.isArray(config.clients) ? config.clients : [{
+  client_id: 'sallyport',
+  client_secret: 'sallyport-demo-secret',
+  redirect_uris: ['http://localhost:8080/auth/callback'],
+  post_logout_redirect_uris: ['http://localhost:8080/'],
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+}];
+
+// ---------------------------------------------------------------------------
+// Accounts
+// ---------------------------------------------------------------------------
+
+const ACCOUNTS = new Map([
+  ['alice', {
+    password: 'secret',
+    claims: {
+      sub: 'alice',
+      name: 'Alice Example',
+      preferred_username: 'alice',
+      email: 'alice@example.com',
+      email_verified: true,
+    },
+  }],
+  ['bob', {
+    password: 'secret',
+    claims: {
+      sub: 'bob',
+      name: 'Bob Example',
+      email: 'bob@example.com',
+    },
+  }],
+]);
+
+function authenticate(login, password) {
+  const account = ACCOUNTS.get(login);
+  if (!account) return undefined;
+  const a = Buffer.from(String(password));
+  const b = Buffer.from(account.password);
+  return a.length === b.length && crypto.timingSafeEqual(a, b) ? login : undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------
+
+function signingKeys() {
+  const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return [
+    { ...rsa.privateKey.export({ format: 'jwk' }), kid: `rsa-${crypto.randomBytes(6).toString('hex')}`, alg: 'RS256', use: 'sig' },
+    { ...ec.privateKey.export({ format: 'jwk' }), kid: `ec-${crypto.randomBytes(6).toString('hex')}`, alg: 'ES256', use: 'sig' },
+  ];
+}
+
+// ---------------------------------------------------------------------------
+// Small HTML helpers
+// ---------------------------------------------------------------------------
+
+const escapeHtml = (value) => String(value).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+}[c]));
+
+const STYLE = 'body{font-family:system-ui,sans-serif;max-width:24rem;margin:3rem auto;padding:0 1rem}'
+  + 'label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.4rem;box-sizing:border-box}'
+  + 'button{margin-top:1rem;padding:.5rem 1rem}.error{color:#b00020}.hint{color:#666;font-size:.9em}';
+
+function page(title, body) {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)}</title>
+<style>${STYLE}</style>
+</head>
+<body>
+${body}
+</body>
+</html>
+`;
+}
+
+function loginPage(uid, clientId, { error, login } = {}) {
+  return page('Sign in', `<h1>Sign in</h1>
+<p class="hint">to <strong>${escapeHtml(clientId)}</strong> &mdash; test accounts: alice / secret, bob / secret</p>
+${error ? `<p class="error" id="error" role="alert">${escapeHtml(error)}</p>` : ''}
+<form method="post" action="/interaction/${escapeHtml(uid)}/login">
+<label for="login">Username</label>
+<input name="login" id="login" value="${escapeHtml(login ?? '')}" autocomplete="username" autofocus required>
+<label for="password">Password</label>
+<input name="password" id="password" type="password" autocomplete="current-password" required>
+<button type="submit" id="submit">Sign in</button>
+</form>`);
+}
+
+function send(res, status, contentType, body) {
+  res.statusCode = status;
+  res.setHeader('Content-Type', contentType);
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+const sendHtml = (res, status, body) => send(res, status, 'text/html; charset=utf-8', body);
+const sendJson = (res, status, value) => send(res, status, 'application/json', JSON.stringify(value));
+
+async function readForm(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > 64 * 1024) throw new Error('request body too large');
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+// ---------------------------------------------------------------------------
+// Test statistics (grant.success / grant.error per grant_type)
+// ---------------------------------------------------------------------------
+
+const stats = { grants: {}, grant_errors: {} };
+
+function count(bucket, ctx) {
+  const grantType = ctx?.oidc?.params?.grant_type ?? 'unknown';
+  bucket[grantType] = (bucket[grantType] ?? 0) + 1;
+}
+
+// ---------------------------------------------------------------------------
+// Server and provider
+// ---------------------------------------------------------------------------
+
+const server = http.createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(port, '127.0.0.1', resolve);
+});
+const issuer = `http://127.0.0.1:${server.address().port}`;
+
+const provider = new Provider(issuer, {
+  clients,
+  jwks: { keys: signingKeys() },
+  cookies: { keys: [crypto.randomBytes(32).toString('base64url'), crypto.randomBytes(32).toString('base64url')] },
+
+  async findAccount(ctx, id) {
+    const account = ACCOUNTS.get(id);
+    if (!account) return undefined;
+    return {
+      accountId: id,
+      // oidc-provider filters these by the granted scopes using `claims` below.
+      async claims() {
+        return { ...account.claims };
+      },
+    };
+  },
+
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'preferred_username'],
+    email: ['email', 'email_verified'],
+  },
+
+  // Put the scope-granted claims (name, email, ...) into the ID token as well,
+  // not only into userinfo, like most real-world providers do.
+  conformIdTokenClaims: false,
+
+  features: {
+    devInteractions: { enabled: false },
+    revocation: { enabled: true },
+    introspection: { enabled: true },
+    backchannelLogout: { enabled: true },
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        ctx.type = 'html';
+        ctx.body = page('Sign out', `<h1>Sign out</h1>
+<p>Do you want to sign out of the provider?</p>
+${form}
+<button type="submit" form="op.logoutForm" name="logout" value="yes" id="logout-confirm" autofocus>Yes, sign me out</button>
+<button type="submit" form="op.logoutForm" id="logout-cancel">No, stay signed in</button>`);
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.type = 'html';
+        ctx.body = page('Signed out', '<h1 id="signed-out">Signed out</h1><p>You have been signed out.</p>');
+      },
+    },
+  },
+
+  async renderError(ctx, out) {
+    ctx.type = 'html';
+    ctx.body = page('Error', `<h1>Error</h1>${Object.entries(out)
+      .map(([key, value]) => `<p><strong>${escapeHtml(key)}</strong>: <span class="${escapeHtml(key)}">${escapeHtml(value)}</span></p>`)
+      .join('\n')}`);
+  },
+
+  pkce: { required: () => true },
+
+  // Issue a refresh token whenever the client may use the refresh_token grant,
+  // whether or not offline_access was requested/consented.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Rotate on every use: presenting an already rotated refresh token revokes the grant.
+  rotateRefreshToken: () => true,
+
+  ttl: {
+    AccessToken: accessTokenTtl,
+    IdToken: idTokenTtl,
+    RefreshToken: refreshTokenTtl,
+    AuthorizationCode: 60,
+    Interaction: 3600,
+    Grant: Math.max(refreshTokenTtl, 14 * 24 * 3600),
+    ...(sessionTtl ? { Session: sessionTtl } : {}),
+  },
+
+  // oidc-provider passes an SSRF-protected undici dispatcher in `options.dispatcher`
+  // that refuses special-use addresses (127.0.0.0/8 included). The test clients'
+  // back-channel logout URIs are on loopback, so drop it and use the default one.
+  fetch(url, options) {
+    delete options.dispatcher;
+    return globalThis.fetch(url, options);
+  },
+});
+
+provider.on('grant.success', (ctx) => count(stats.grants, ctx));
+provider.on('grant.error', (ctx) => count(stats.grant_errors, ctx));
+provider.on('server_error', (ctx, err) => log('server_error:', err));
+provider.on('backchannel.success', (ctx, client, accountId, sid) => log(`back-channel logout delivered to ${client.clientId} (sub=${accountId}, sid=${sid})`));
+provider.on('backchannel.error', (ctx, err, client) => log(`back-channel logout to ${client.clientId} failed:`, err.message, err.cause?.message ?? ''));
+
+const providerCallback = provider.callback();
+
+// ---------------------------------------------------------------------------
+// Interactions (login, automatic consent)
+// ---------------------------------------------------------------------------
+
+async function autoConsent(req, res, interaction) {
+  const { prompt: { details }, params, session: { accountId } } = interaction;
+  const grant = interaction.grantId
+    ? await provider.Grant.find(interaction.grantId)
+    : new provider.Grant({ accountId, clientId: params.client_id });
+
+  if (details.missingOIDCScope) grant.addOIDCScope(details.missingOIDCScope.join(' '));
+  if (details.missingOIDCClaims) grant.addOIDCClaims(details.missingOIDCClaims);
+  if (details.missingResourceScopes) {
+    for (const [indicator, scopes] of Object.entries(details.missingResourceScopes)) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+  }
+  const grantId = await grant.save();
+  await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+}
+
+async function handleInteraction(req, res, url) {
+  const match = url.pathname.match(/^\/interaction\/([^/]+)(\/login)?\/?$/);
+  if (!match) return sendHtml(res, 404, page('Not found', '<h1>Not found</h1>'));
+  const [, uid, login] = match;
+
+  let interaction;
+  try {
+    interaction = await provider.interactionDetails(req, res);
+  } catch (err) {
+    log('interaction lookup failed:', err.message);
+    return sendHtml(res, 400, page('Error', `<h1>Error</h1><p class="error">${escapeHtml(err.message)}</p>`));
+  }
+  if (interaction.uid !== uid) {
+    return sendHtml(res, 400, page('Error', '<h1>Error</h1><p class="error">interaction mismatch</p>'));
+  }
+  const clientId = interaction.params.client_id;
+
+  if (req.method === 'GET' && !login) {
+    switch (interaction.prompt.name) {
+      case 'login':
+        return sendHtml(res, 200, loginPage(uid, clientId));
+      case 'consent':
+        return autoConsent(req, res, interaction);
+      default:
+        return sendHtml(res, 400, page('Error', `<h1>Error</h1><p class="error">unsupported prompt ${escapeHtml(interaction.prompt.name)}</p>`));
+    }
+  }
+
+  if (req.method === 'POST' && login) {
+    if (interaction.prompt.name !== 'login') {
+      return sendHtml(res, 400, page('Error', '<h1>Error</h1><p class="error">not a login prompt</p>'));
+    }
+    const form = await readForm(req);
+    const username = (form.get('login') ?? '').trim();
+    const accountId = authenticate(username, form.get('password') ?? '');
+    if (!accountId) {
+      return sendHtml(res, 200, loginPage(uid, clientId, { error: 'Invalid username or password.', login: username }));
+    }
+    log(`login: ${accountId} for client ${clientId}`);
+    return provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+  }
+
+  res.setHeader('Allow', login ? 'POST' : 'GET');
+  return sendHtml(res, 405, page('Method not allowed', '<h1>Method not allowed</h1>'));
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------
+
+server.on('request', async (req, res) => {
+  const url = new URL(req.url, issuer);
+  try {
+    if (url.pathname === '/__test/stats' && req.method === 'GET') {
+      return sendJson(res, 200, stats);
+    }
+    if (url.pathname === '/__test/reset' && req.method === 'POST') {
+      stats.grants = {};
+      stats.grant_errors = {};
+      return sendJson(res, 200, stats);
+    }
+    if (url.pathname.startsWith('/interaction/')) {
+      return await handleInteraction(req, res, url);
+    }
+    return providerCallback(req, res);
+  } catch (err) {
+    log('request failed:', err);
+    if (!res.headersSent) return sendHtml(res, 500, page('Error', '<h1>Internal error</h1>'));
+    return res.destroy();
+  }
+});
+
+function shutdown(signal) {
+  log(`${signal} received, shutting down`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 1000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+
+log(`listening on ${issuer} (clients: ${clients.map((c) => c.client_id).join(', ')})`);
+process.stdout.write(`${JSON.stringify({ issuer })}\n`);
