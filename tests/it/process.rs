@@ -1,0 +1,218 @@
+//! The built binary as operators run it: logs that never hold a secret, and a graceful stop.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+use crate::harness::browser::Browser;
+use crate::harness::gateway::GatewayOptions;
+use crate::harness::provider::{Provider, ProviderOptions};
+use crate::harness::upstream::Upstream;
+use crate::harness::{CLIENT_SECRET, eventually, free_port};
+
+/// The binary, stopped by PID when dropped.
+struct Sallyport {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sallyport {
+    async fn start(opts: &GatewayOptions, rust_log: &str) -> Sallyport {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sallyport.yaml");
+        std::fs::write(&config, opts.yaml()).unwrap();
+        let log = dir.path().join("stderr.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+            .args(["--log-format", "json", "--config"])
+            .arg(&config)
+            .env("TEST_CLIENT_SECRET", CLIENT_SECRET)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}/auth/ready", opts.port);
+        eventually(Duration::from_secs(15), || async {
+            let r = reqwest::get(&url).await.ok()?;
+            (r.status() == StatusCode::OK).then_some(())
+        })
+        .await
+        .expect("sallyport becomes ready");
+        Sallyport {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+}
+
+impl Drop for Sallyport {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_logs_of_a_whole_session_hold_no_secret() {
+    let port = free_port();
+    let mut popts = ProviderOptions::new(port);
+    popts.access_token_ttl = 120;
+    let provider = Provider::start(popts).await;
+    let upstream = Upstream::start().await;
+    let mut opts = GatewayOptions::new(port, &provider.issuer, &upstream.url);
+    // Every API call refreshes: the refresh path is in the log too.
+    opts.refresh_before = "200s";
+    let sallyport = Sallyport::start(&opts, "debug").await;
+
+    let b = Browser::new(&format!("http://localhost:{port}"));
+    let to_provider = b.start_login("return_to=/").await;
+    let state = url::Url::parse(&to_provider)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let callback = b.through_provider(&to_provider, "alice").await;
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(b.get(&callback).await.status, StatusCode::FOUND);
+    for _ in 0..2 {
+        assert_eq!(
+            b.fetch(Method::GET, "/api/echo/x").await.status,
+            StatusCode::OK
+        );
+    }
+    assert!(
+        provider.grants("refresh_token").await >= 1,
+        "the log covers a refresh"
+    );
+    let session_id = b.cookie("sallyport").unwrap();
+    let csrf = b.csrf_token().await;
+    let logout = b
+        .fetch_with(
+            Method::POST,
+            "/auth/logout",
+            &[
+                ("origin", &format!("http://localhost:{port}")),
+                ("x-csrf-token", &csrf),
+            ],
+        )
+        .await;
+    let redirect = logout.json()["redirect_to"].as_str().unwrap().to_owned();
+    let id_token = url::Url::parse(&redirect)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "id_token_hint")
+        .unwrap()
+        .1
+        .into_owned();
+
+    let log = sallyport.log();
+    assert!(
+        log.contains("login completed") && log.contains("logged out"),
+        "the log is there:\n{log}"
+    );
+    let mut secrets = vec![
+        ("client secret", CLIENT_SECRET.to_owned()),
+        ("session id", session_id),
+        ("state", state),
+        ("code", code),
+        ("csrf token", csrf),
+        ("id token", id_token),
+    ];
+    for bearer in upstream.seen.lock().unwrap().iter() {
+        secrets.push((
+            "access token",
+            bearer.trim_start_matches("Bearer ").to_owned(),
+        ));
+    }
+    for (what, secret) in secrets {
+        assert!(!log.contains(&secret), "the {what} is in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let opts = GatewayOptions::new(
+        port,
+        &format!("http://127.0.0.1:{}", free_port()),
+        &upstream.url,
+    );
+    // The 5 s upstream endpoint without login, within the service timeout and the grace period.
+    let yaml = opts
+        .yaml()
+        .replace("shutdown_grace: 2s", "shutdown_grace: 10s")
+        .replace("timeout: 2s", "timeout: 8s")
+        .replace(
+            "  - path: /api/slow\n    service: echo\n",
+            "  - path: /api/slow\n    service: public\n    auth: none\n",
+        );
+    assert!(yaml.contains("service: public\n    auth: none\n    upstream_path: /slow"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sallyport.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .arg("--config")
+        .arg(&config)
+        .env("TEST_CLIENT_SECRET", CLIENT_SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(10), || async {
+        reqwest::get(format!("{base}/auth/health"))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .expect("sallyport starts (while its provider is down)");
+
+    let in_flight = tokio::spawn(reqwest::get(format!("{base}/api/slow")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "no new connections after SIGTERM"
+    );
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "late");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
