@@ -35,7 +35,12 @@ where
     }
 }
 
-/// A port that was free a moment ago.
+/// A listener on a free port, held until the gateway takes it over (no race with other tests).
+pub fn reserve_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+/// A port that was free a moment ago (for servers that must bind it themselves).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

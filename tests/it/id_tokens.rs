@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::harness::bad_provider::{BadProvider, Flaw};
 use crate::harness::browser::Browser;
-use crate::harness::gateway::{Gateway, GatewayOptions};
+use crate::harness::gateway::Gateway;
 use crate::harness::upstream::Upstream;
 use crate::harness::{eventually, free_port};
 
@@ -30,8 +30,7 @@ async fn login(gateway: &Gateway) -> (StatusCode, serde_json::Value, Browser) {
 async fn every_kind_of_bad_id_token_is_refused() {
     let provider = BadProvider::start().await;
     let upstream = Upstream::start().await;
-    let opts = GatewayOptions::new(free_port(), &provider.issuer, &upstream.url);
-    let gateway = Gateway::start(&opts).await;
+    let gateway = Gateway::start_default(&provider.issuer, &upstream.url).await;
 
     let (status, _, b) = login(&gateway).await;
     assert_eq!(status, StatusCode::FOUND, "a good token logs in");
@@ -68,12 +67,7 @@ async fn every_kind_of_bad_id_token_is_refused() {
 async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_hammer_the_provider() {
     let provider = BadProvider::start().await;
     let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&GatewayOptions::new(
-        free_port(),
-        &provider.issuer,
-        &upstream.url,
-    ))
-    .await;
+    let gateway = Gateway::start_default(&provider.issuer, &upstream.url).await;
     assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
     assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
     let (discovery, jwks) = provider.counts();
@@ -106,12 +100,8 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_hammer_the_provid
 async fn sallyport_starts_while_the_provider_is_down_and_becomes_ready() {
     let provider_port = free_port();
     let upstream = Upstream::start().await;
-    let opts = GatewayOptions::new(
-        free_port(),
-        &format!("http://127.0.0.1:{provider_port}"),
-        &upstream.url,
-    );
-    let gateway = Gateway::start(&opts).await;
+    let gateway =
+        Gateway::start_default(&format!("http://127.0.0.1:{provider_port}"), &upstream.url).await;
     let b = Browser::new(&gateway.url);
 
     let health = b.fetch(Method::GET, "/auth/health").await;

@@ -7,7 +7,7 @@ use crate::harness::browser::{Browser, urlencode};
 use crate::harness::gateway::{Gateway, GatewayOptions};
 use crate::harness::provider::{Provider, ProviderOptions};
 use crate::harness::upstream::{Upstream, fingerprint};
-use crate::harness::{eventually, free_port};
+use crate::harness::{eventually, reserve_port};
 
 /// A provider, an upstream and a gateway, wired together.
 pub struct Stack {
@@ -26,14 +26,15 @@ impl Stack {
         provider: impl FnOnce(&mut ProviderOptions),
         gateway: impl FnOnce(&mut GatewayOptions),
     ) -> Stack {
-        let port = free_port();
+        let reserved = reserve_port();
+        let port = reserved.local_addr().unwrap().port();
         let mut popts = ProviderOptions::new(port);
         provider(&mut popts);
         let provider = Provider::start(popts).await;
         let upstream = Upstream::start().await;
         let mut opts = GatewayOptions::new(port, &provider.issuer, &upstream.url);
         gateway(&mut opts);
-        let gateway = Gateway::start(&opts).await;
+        let gateway = Gateway::start_on(&opts, Some(reserved)).await;
         Stack {
             provider,
             upstream,

@@ -154,8 +154,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a gateway with `opts`.
+    /// Starts a gateway with default options on a port reserved for it.
+    pub async fn start_default(issuer: &str, upstream: &str) -> Gateway {
+        let reserved = super::reserve_port();
+        let opts = GatewayOptions::new(reserved.local_addr().unwrap().port(), issuer, upstream);
+        Self::start_on(&opts, Some(reserved)).await
+    }
+
+    /// Starts a gateway with `opts`, binding `opts.port`.
     pub async fn start(opts: &GatewayOptions) -> Gateway {
+        Self::start_on(opts, None).await
+    }
+
+    /// Starts a gateway with `opts` on an already-bound listener for `opts.port`.
+    pub async fn start_on(
+        opts: &GatewayOptions,
+        reserved: Option<std::net::TcpListener>,
+    ) -> Gateway {
         let clock = Clock::default();
         // A file store may still be held for a moment by a gateway that just stopped.
         let gateway = super::eventually(std::time::Duration::from_secs(5), || async {
@@ -163,9 +178,15 @@ impl Gateway {
         })
         .await
         .expect("gateway starts");
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
-            .await
-            .expect("gateway port free");
+        let listener = match reserved {
+            Some(l) => {
+                l.set_nonblocking(true).unwrap();
+                tokio::net::TcpListener::from_std(l).unwrap()
+            }
+            None => tokio::net::TcpListener::bind(("127.0.0.1", opts.port))
+                .await
+                .expect("gateway port free"),
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(sallyport::serve(gateway.clone(), listener, None, async {
             let _ = stopped.await;
