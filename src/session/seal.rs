@@ -55,7 +55,7 @@ impl Sealer {
     }
 
     /// Encrypts `plaintext` bound to `context` (the store key).
-    pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, context: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
         let (id, cipher) = &self.keys[0];
         let mut nonce = [0u8; 12];
         crate::random::fill(&mut nonce);
@@ -79,7 +79,7 @@ impl Sealer {
 
     /// Decrypts a sealed record; `None` when it was tampered with, sealed for another context,
     /// or sealed with a key that is no longer configured.
-    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    pub fn open(&self, context: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < HEADER + 16 || sealed[0] != VERSION {
             return None;
         }
@@ -99,16 +99,19 @@ impl Sealer {
     }
 }
 
-fn aad(context: &[u8], id: &[u8; 4]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(context.len() + 4);
-    aad.extend_from_slice(context);
-    aad.extend_from_slice(id);
+/// `context ‖ key id`, on the stack: this runs on every request.
+fn aad(context: &[u8; 32], id: &[u8; 4]) -> [u8; 36] {
+    let mut aad = [0u8; 36];
+    aad[..32].copy_from_slice(context);
+    aad[32..].copy_from_slice(id);
     aad
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CTX: [u8; 32] = [1; 32];
 
     fn key(b: u8) -> SessionKey {
         SessionKey::new([b; 32])
@@ -117,42 +120,42 @@ mod tests {
     #[test]
     fn round_trips_and_hides_the_plaintext() {
         let s = Sealer::new(&[key(1)]);
-        let sealed = s.seal(b"ctx", b"hello session");
+        let sealed = s.seal(&CTX, b"hello session");
         assert!(!sealed.windows(5).any(|w| w == b"hello"));
-        assert_eq!(s.open(b"ctx", &sealed).unwrap(), b"hello session");
+        assert_eq!(s.open(&CTX, &sealed).unwrap(), b"hello session");
     }
 
     #[test]
     fn tampering_or_another_context_fails() {
         let s = Sealer::new(&[key(1)]);
-        let sealed = s.seal(b"ctx", b"hello");
-        assert!(s.open(b"other", &sealed).is_none());
+        let sealed = s.seal(&CTX, b"hello");
+        assert!(s.open(&[9; 32], &sealed).is_none());
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert!(s.open(b"ctx", &bad).is_none(), "flip at byte {i} accepted");
+            assert!(s.open(&CTX, &bad).is_none(), "flip at byte {i} accepted");
         }
-        assert!(s.open(b"ctx", &sealed[..10]).is_none());
+        assert!(s.open(&CTX, &sealed[..10]).is_none());
     }
 
     #[test]
     fn rotation_old_keys_open_and_the_first_key_seals() {
         let old = Sealer::new(&[key(1)]);
-        let sealed_with_old = old.seal(b"ctx", b"kept across rotation");
+        let sealed_with_old = old.seal(&CTX, b"kept across rotation");
         let rotated = Sealer::new(&[key(2), key(1)]);
         assert_eq!(
-            rotated.open(b"ctx", &sealed_with_old).unwrap(),
+            rotated.open(&CTX, &sealed_with_old).unwrap(),
             b"kept across rotation"
         );
-        let sealed_with_new = rotated.seal(b"ctx", b"new");
+        let sealed_with_new = rotated.seal(&CTX, b"new");
         assert!(
-            old.open(b"ctx", &sealed_with_new).is_none(),
+            old.open(&CTX, &sealed_with_new).is_none(),
             "the new key seals"
         );
         let only_new = Sealer::new(&[key(2)]);
-        assert_eq!(only_new.open(b"ctx", &sealed_with_new).unwrap(), b"new");
+        assert_eq!(only_new.open(&CTX, &sealed_with_new).unwrap(), b"new");
         assert!(
-            only_new.open(b"ctx", &sealed_with_old).is_none(),
+            only_new.open(&CTX, &sealed_with_old).is_none(),
             "a removed key no longer opens"
         );
     }

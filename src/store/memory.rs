@@ -60,8 +60,24 @@ fn lock(
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn live(entry: Option<&Entry>, now: SystemTime) -> bool {
-    entry.is_some_and(|e| e.expires_at > now)
+impl MemoryStore {
+    /// Writes `sealed` under `key` when `allow(a live record exists)` says so.
+    fn write_session(
+        &self,
+        key: &StoreKey,
+        sealed: Vec<u8>,
+        expires_at: SystemTime,
+        allow: fn(bool) -> bool,
+    ) -> bool {
+        let mut map = lock(&self.sessions);
+        let live = map
+            .get(key)
+            .is_some_and(|e| e.expires_at > SystemTime::now());
+        if allow(live) {
+            map.insert(*key, Entry { sealed, expires_at });
+        }
+        allow(live)
+    }
 }
 
 #[async_trait]
@@ -81,12 +97,7 @@ impl SessionStore for MemoryStore {
         sealed: Vec<u8>,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut map = lock(&self.sessions);
-        if live(map.get(key), SystemTime::now()) {
-            return Ok(false);
-        }
-        map.insert(*key, Entry { sealed, expires_at });
-        Ok(true)
+        Ok(self.write_session(key, sealed, expires_at, |live| !live))
     }
 
     async fn update(
@@ -95,12 +106,7 @@ impl SessionStore for MemoryStore {
         sealed: Vec<u8>,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut map = lock(&self.sessions);
-        if !live(map.get(key), SystemTime::now()) {
-            return Ok(false);
-        }
-        map.insert(*key, Entry { sealed, expires_at });
-        Ok(true)
+        Ok(self.write_session(key, sealed, expires_at, |live| live))
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::harness::bad_provider::{BadProvider, Flaw};
 use crate::harness::browser::Browser;
-use crate::harness::gateway::Gateway;
+use crate::harness::gateway::{Gateway, GatewayOptions};
 use crate::harness::upstream::Upstream;
 use crate::harness::{eventually, free_port};
 
@@ -34,9 +34,11 @@ async fn every_kind_of_bad_id_token_is_refused() {
 
     let (status, _, b) = login(&gateway).await;
     assert_eq!(status, StatusCode::FOUND, "a good token logs in");
+    let session = b.fetch(Method::GET, "/api/auth/session").await.json();
+    assert_eq!(session["user"]["sub"], "mallory-test");
     assert_eq!(
-        b.fetch(Method::GET, "/api/auth/session").await.json()["user"]["sub"],
-        "mallory-test"
+        session["user"]["email"], "test@example.com",
+        "userinfo claims are merged"
     );
 
     for flaw in [
@@ -122,5 +124,40 @@ async fn sallyport_starts_while_the_provider_is_down_and_becomes_ready() {
     assert_eq!(
         b.fetch(Method::GET, "/auth/login").await.status,
         StatusCode::FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_userinfo_subject_that_differs_from_the_id_token_is_refused() {
+    let provider = BadProvider::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start_default(&provider.issuer, &upstream.url).await;
+    provider.set_flaw(Flaw::UserinfoOtherSubject);
+    let (status, body, b) = login(&gateway).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "userinfo_mismatch");
+    assert!(b.cookie("sallyport").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_and_keys_are_fetched_again_after_their_ttl() {
+    let provider = BadProvider::start().await;
+    let upstream = Upstream::start().await;
+    let reserved = crate::harness::reserve_port();
+    let mut opts = GatewayOptions::new(
+        reserved.local_addr().unwrap().port(),
+        &provider.issuer,
+        &upstream.url,
+    );
+    opts.provider_yaml = "    discovery_ttl: 1s".into();
+    let gateway = Gateway::start_on(&opts, Some(reserved)).await;
+    assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
+    assert_eq!(provider.counts(), (1, 1));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
+    assert_eq!(
+        provider.counts(),
+        (2, 2),
+        "both caches expired and were refilled once"
     );
 }

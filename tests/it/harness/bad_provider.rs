@@ -36,6 +36,8 @@ pub enum Flaw {
     WrongNonce,
     /// Signed with a key whose `kid` is never published.
     UnpublishedKid,
+    /// A valid ID token, but userinfo names another subject.
+    UserinfoOtherSubject,
 }
 
 struct Key {
@@ -114,6 +116,7 @@ impl BadProvider {
             .route("/jwks", get(jwks))
             .route("/authorize", get(authorize))
             .route("/token", post(token))
+            .route("/userinfo", get(userinfo))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -160,6 +163,7 @@ async fn discovery(State(s): State<Shared>) -> Response {
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
@@ -178,6 +182,14 @@ async fn jwks(State(s): State<Shared>) -> Response {
         .map(|k| k.jwk.clone())
         .collect();
     axum::Json(JwkSet { keys }).into_response()
+}
+
+async fn userinfo(State(s): State<Shared>) -> Response {
+    let sub = match s.inner.lock().unwrap().flaw {
+        Flaw::UserinfoOtherSubject => "someone-else",
+        _ => "mallory-test",
+    };
+    axum::Json(json!({ "sub": sub, "email": "test@example.com" })).into_response()
 }
 
 async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -218,7 +230,9 @@ async fn token(
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key.kid.clone());
     let id_token = match inner.flaw {
-        Flaw::None => jsonwebtoken::encode(&header, &claims, &key.enc).unwrap(),
+        Flaw::None | Flaw::UserinfoOtherSubject => {
+            jsonwebtoken::encode(&header, &claims, &key.enc).unwrap()
+        }
         Flaw::WrongSignature => jsonwebtoken::encode(&header, &claims, &new_key("x").enc).unwrap(),
         Flaw::AlgNone => {
             let h = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "kid": key.kid}).to_string());

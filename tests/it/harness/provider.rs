@@ -109,32 +109,28 @@ impl Provider {
         }
     }
 
-    /// How many grants of `grant_type` the token endpoint issued.
-    pub async fn grants(&self, grant_type: &str) -> u64 {
-        let stats: Value = self
+    async fn stats(&self) -> Value {
+        let resp = self
             .http
             .get(format!("{}/__test/stats", self.issuer))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
-        stats["grants"][grant_type].as_u64().unwrap_or(0)
+        resp.json().await.unwrap()
+    }
+
+    /// How many grants of `grant_type` the token endpoint issued.
+    pub async fn grants(&self, grant_type: &str) -> u64 {
+        self.stats().await["grants"][grant_type]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// How many token requests of `grant_type` the provider refused.
     pub async fn grant_errors(&self, grant_type: &str) -> u64 {
-        let stats: Value = self
-            .http
-            .get(format!("{}/__test/stats", self.issuer))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["grant_errors"][grant_type].as_u64().unwrap_or(0)
+        self.stats().await["grant_errors"][grant_type]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Revokes a refresh token at the provider (RFC 7009), as an administrator would.
