@@ -16,6 +16,13 @@ need_packages() {
 
 # Installs the pinned test provider (oidc-provider) from its lockfile.
 need_provider() {
-  [ -d tests/provider/node_modules/oidc-provider ] && return 0
-  npm ci --prefix tests/provider --no-audit --no-fund --loglevel=error
+  need_npm tests/provider
+}
+
+# Installs an npm project's pinned dependencies when missing or older than its lockfile.
+need_npm() {
+  local stamp="$1/node_modules/.package-lock.json"
+  if [ ! -f "$stamp" ] || [ "$1/package-lock.json" -nt "$stamp" ]; then
+    npm ci --prefix "$1" --no-audit --no-fund --loglevel=error
+  fi
 }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod cors;
 pub mod csrf;
 pub mod error;
 pub mod session_api;
@@ -69,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/ready", get(session_api::ready))
         .route("/api/auth/session", get(session_api::session))
         .fallback(api::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::middleware,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::middleware))
         .with_state(state)
 }

@@ -1,15 +1,27 @@
-//! Serving the SPA's built files from the same origin (`static`), with the fallback to
-//! `index.html` for navigations.
+//! Serving the SPA's built files from the same origin (`static`): content types, compression,
+//! cache headers, and the fallback to `index.html` for navigations.
+//!
+//! - Fingerprinted assets (`index-BkX9_3aQ.js`, as bundlers name them) never change under their
+//!   name: `Cache-Control: public, max-age=31536000, immutable`.
+//! - Everything else, `index.html` first, is revalidated: `Cache-Control: no-cache`.
+//! - A navigation (`Sec-Fetch-Mode: navigate`, or a browser asking for HTML) that matches no
+//!   file gets `spa_fallback`; a missing asset (script, image, `fetch`) gets `404`.
+//! - gzip or brotli when the browser accepts it (pre-compressed `.br`/`.gz` files are used when
+//!   present). `ServeDir` refuses paths that leave the folder.
 
 use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode, header};
-use tower::ServiceExt as _;
+use tower::{Layer as _, ServiceExt as _};
+use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::config::StaticConfig;
+
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
 
 /// The static file service.
 #[derive(Debug, Clone)]
@@ -23,8 +35,9 @@ impl Assets {
     pub fn new(config: &StaticConfig) -> Self {
         Self {
             dir: ServeDir::new(&config.dir)
+                .precompressed_br()
                 .precompressed_gzip()
-                .precompressed_br(),
+                .append_index_html_on_directories(true),
             fallback: config.spa_fallback.as_ref().map(|f| config.dir.join(f)),
         }
     }
@@ -36,50 +49,106 @@ impl Assets {
             return None;
         }
         let navigation = is_navigation(&req);
-        let head = req.method() == Method::HEAD;
-        let resp = self.dir.clone().oneshot(req).await.ok()?;
+        let path = req.uri().path().to_owned();
+        let (parts, _) = req.into_parts();
+        let fallback_req = Request::from_parts(parts.clone(), Body::empty());
+        let resp = CompressionLayer::new()
+            .layer(self.dir.clone())
+            .oneshot(Request::from_parts(parts, Body::empty()))
+            .await
+            .ok()?;
         if resp.status() != StatusCode::NOT_FOUND {
             let mut resp = resp.into_response();
-            set_headers(&mut resp);
+            let cache = if is_fingerprinted(&path) {
+                IMMUTABLE
+            } else {
+                REVALIDATE
+            };
+            set_headers(&mut resp, cache);
             return Some(resp);
         }
         let fallback = self.fallback.as_ref().filter(|_| navigation)?;
-        let method = if head { Method::HEAD } else { Method::GET };
-        let req = Request::builder()
-            .method(method)
-            .uri("/")
-            .body(Body::empty())
-            .ok()?;
-        let mut resp = ServeFile::new(fallback)
-            .oneshot(req)
+        let mut resp = CompressionLayer::new()
+            .layer(ServeFile::new(fallback))
+            .oneshot(fallback_req)
             .await
             .ok()?
             .into_response();
         if resp.status() != StatusCode::OK {
             return None;
         }
-        set_headers(&mut resp);
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        set_headers(&mut resp, REVALIDATE);
         Some(resp)
     }
 }
 
+/// A top-level page load, as opposed to a script, image or `fetch()`.
 fn is_navigation<B>(req: &Request<B>) -> bool {
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    accept.contains("text/html")
+    let h = req.headers();
+    match h.get("sec-fetch-mode") {
+        Some(mode) => mode == "navigate",
+        None => h
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html")),
+    }
 }
 
-fn set_headers(resp: &mut Response) {
+/// Whether the file name carries a content hash, as bundlers write it: a last `-` or `.`
+/// separated part of at least 8 characters from `[A-Za-z0-9_]`, with a digit or an upper-case
+/// letter (so `date-picker.js` or `bootstrap-datepicker.js` are not mistaken for hashed).
+pub fn is_fingerprinted(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    let Some((stem, _ext)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let Some(hash) = stem
+        .rsplit(['-', '.'])
+        .next()
+        .filter(|h| h.len() < stem.len())
+    else {
+        return false;
+    };
+    hash.len() >= 8
+        && hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && hash
+            .bytes()
+            .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+}
+
+fn set_headers(resp: &mut Response, cache: HeaderValue) {
     let h = resp.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-cache"));
+    h.insert(header::CACHE_CONTROL, cache);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_fingerprinted;
+
+    #[test]
+    fn fingerprints_are_recognised() {
+        for hashed in [
+            "/assets/index-BkX9_3aQ.js",
+            "/assets/style.4f9a2b1c.css",
+            "/a/logo-Dq3f8Z1k.svg",
+            "/chunk-3F2A9C11.js",
+        ] {
+            assert!(is_fingerprinted(hashed), "{hashed}");
+        }
+        for plain in [
+            "/index.html",
+            "/favicon.ico",
+            "/assets/date-picker.js",
+            "/bootstrap-datepicker.js",
+            "/app.js",
+            "/robots.txt",
+            "/assets/",
+        ] {
+            assert!(!is_fingerprinted(plain), "{plain}");
+        }
+    }
 }

@@ -132,6 +132,16 @@ pub fn to_upstream(
 /// Rewrites an upstream response's headers for the browser.
 pub fn to_browser(headers: &mut HeaderMap, our_cookies: &[&str], upgrade: bool) {
     strip_hop_by_hop(headers, upgrade);
+    // Sallyport owns CORS (http::cors): an upstream's `Access-Control-Allow-Origin: *` must not
+    // meet our credentialed cookies.
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
     let set_cookies: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
@@ -250,7 +260,17 @@ mod tests {
         );
         h.append("set-cookie", HeaderValue::from_static("pref=1; Path=/"));
         h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.append("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.append(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
         to_browser(&mut h, &["sallyport"], false);
+        assert!(
+            h.get("access-control-allow-origin").is_none(),
+            "Sallyport owns CORS"
+        );
+        assert!(h.get("access-control-allow-credentials").is_none());
         assert_eq!(
             h.get_all("set-cookie").iter().collect::<Vec<_>>(),
             ["pref=1; Path=/"]

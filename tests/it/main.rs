@@ -11,5 +11,6 @@ mod login;
 mod process;
 mod proxy;
 mod refresh;
+mod spa;
 mod stores;
 mod streaming;

@@ -27,6 +27,8 @@ pub struct GatewayOptions {
     pub provider_yaml: String,
     /// A service pointing at a closed port, for `502` tests.
     pub dead_upstream: String,
+    /// Extra top-level YAML (`static:`, `cors:`…).
+    pub extra_yaml: String,
 }
 
 impl GatewayOptions {
@@ -42,6 +44,7 @@ impl GatewayOptions {
             client_auth: "client_secret_basic",
             provider_yaml: String::new(),
             dead_upstream: format!("http://127.0.0.1:{}", super::free_port()),
+            extra_yaml: String::new(),
         }
     }
 
@@ -117,6 +120,7 @@ routes:
   - path: /api/dead/*
     service: dead
     upstream_path: /*
+{extra_yaml}
 "#,
             port = self.port,
             issuer = self.issuer,
@@ -127,6 +131,7 @@ routes:
             refresh_before = self.refresh_before,
             upstream = self.upstream,
             dead = self.dead_upstream,
+            extra_yaml = self.extra_yaml,
         )
     }
 

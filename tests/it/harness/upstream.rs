@@ -131,6 +131,7 @@ async fn set_cookie() -> Response {
     Response::builder()
         .header("set-cookie", "sallyport=forged-by-upstream; Path=/")
         .header("set-cookie", "app-pref=1; Path=/")
+        .header("access-control-allow-origin", "*")
         .body(Body::from("ok"))
         .unwrap()
 }
