@@ -102,6 +102,13 @@ pub fn is_fingerprinted(path: &str) -> bool {
     let Some((stem, _ext)) = name.rsplit_once('.') else {
         return false;
     };
+    // Vite's default: `-` and exactly 8 base64url characters, which may contain `-` and `_`.
+    if let Some(hash) = stem.len().checked_sub(8).and_then(|i| stem.get(i..)) {
+        let separated = stem.len() > 9 && stem.as_bytes()[stem.len() - 9] == b'-';
+        if separated && looks_like_hash(hash, b"_-") {
+            return true;
+        }
+    }
     let Some(hash) = stem
         .rsplit(['-', '.'])
         .next()
@@ -109,9 +116,13 @@ pub fn is_fingerprinted(path: &str) -> bool {
     else {
         return false;
     };
-    hash.len() >= 8
-        && hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && hash
+    hash.len() >= 8 && looks_like_hash(hash, b"_")
+}
+
+fn looks_like_hash(text: &str, extra: &[u8]) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        && text
             .bytes()
             .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
@@ -133,6 +144,9 @@ mod tests {
     fn fingerprints_are_recognised() {
         for hashed in [
             "/assets/index-BkX9_3aQ.js",
+            "/assets/index-B-x9_3aQ.js",
+            "/assets/vendor-D_-1abcd.css",
+            "/assets/index-dab17e84.js",
             "/assets/style.4f9a2b1c.css",
             "/a/logo-Dq3f8Z1k.svg",
             "/chunk-3F2A9C11.js",
