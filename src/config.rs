@@ -135,6 +135,15 @@ pub enum StoreConfig {
         /// The database file.
         path: PathBuf,
     },
+    /// Redis or Valkey, shared by many instances.
+    Redis {
+        /// The server URL (may hold a password).
+        url: crate::secret::RedisUrl,
+        /// Prefix of every key.
+        key_prefix: String,
+        /// Bound on each call.
+        timeout: Duration,
+    },
 }
 
 /// `SameSite` for the session cookie.

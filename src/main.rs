@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             match config.session.store {
                 sallyport::config::StoreConfig::Memory => "memory",
                 sallyport::config::StoreConfig::File { .. } => "file",
+                sallyport::config::StoreConfig::Redis { .. } => "redis",
             }
         );
         return ExitCode::SUCCESS;

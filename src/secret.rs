@@ -55,6 +55,10 @@ secret_string!(
     /// An OpenID Connect ID token (a JWT with personal claims).
     IdToken
 );
+secret_string!(
+    /// A Redis URL, which may carry a user and password.
+    RedisUrl
+);
 
 /// A 32-byte session sealing key from `session.keys`.
 #[derive(Clone)]

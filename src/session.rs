@@ -160,6 +160,9 @@ pub enum StoreError {
 /// - Login records are single-use: `take_login` returns a record at most once.
 /// - Login records are bounded: a store keeps at most its configured number, dropping the ones
 ///   closest to expiry first, so a flood of logins cannot grow memory without limit.
+/// - A lock taken with `try_lock` is held by one caller until `unlock` with its token or until
+///   its `ttl` passes (so a holder that dies blocks nobody for longer); `unlock` with a token
+///   that no longer holds the lock leaves the current holder's lock alone.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// The sealed session stored under `key`; `None` when absent or expired.
@@ -191,6 +194,20 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn take_login(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Checks that the backend answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Takes the lock named by `key` for at most `ttl`: `Some(token)` when taken, `None` while
+    /// another holder has it. A store used by one process only grants it at once: the token
+    /// broker's in-process single-flight already serialises refreshes there.
+    async fn try_lock(
+        &self,
+        _key: &StoreKey,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(Some(String::new()))
+    }
+    /// Releases a lock taken with `try_lock`, if `token` still holds it.
+    async fn unlock(&self, _key: &StoreKey, _token: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Seconds since the unix epoch.

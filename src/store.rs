@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod memory;
+pub mod redis;
 
 #[cfg(test)]
 mod conformance;
@@ -38,6 +39,16 @@ pub fn build(config: &SessionConfig) -> Result<Arc<dyn SessionStore>, StoreError
             });
             Ok(store)
         }
+        StoreConfig::Redis {
+            url,
+            key_prefix,
+            timeout,
+        } => Ok(Arc::new(redis::RedisStore::new(
+            url.expose(),
+            key_prefix,
+            config.max_pending_logins,
+            *timeout,
+        )?)),
     }
 }
 

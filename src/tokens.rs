@@ -1,20 +1,29 @@
 //! The token broker: which token a service gets, and refreshing it before it expires — once
 //! per session, however many requests arrive at the same time.
 //!
-//! Refresh is lock-then-re-read: the first request takes the session's refresh lock and
-//! refreshes; the others wait for the lock, re-read the session, find the new token and use
-//! it. The lock is in-process here; a store-backed lock slots into the same place for several
-//! instances. No sync lock is held across an await.
+//! Refresh is lock-then-re-read, on two levels. In one process, requests of a session queue on
+//! an in-process lock, so one of them goes on. Across processes, that one takes the store's
+//! lock (Redis `SET NX PX`, token-checked release); when another instance holds it, it polls
+//! the session until that instance's refresh lands. Whoever holds the lock re-reads the session
+//! first and refreshes only if it is still due, and writes the rotated refresh token before
+//! releasing. A holder that dies blocks nobody beyond the lock's TTL. No sync lock is held
+//! across an await.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::oidc::id_token::Expectations;
 use crate::oidc::{Provider, TokenError};
 use crate::secret::IdToken;
 use crate::session::manager::{Loaded, Sessions};
 use crate::session::{StoreError, StoreKey};
+
+/// How long the store's refresh lock lives: longer than a token request may take (its timeout
+/// is 10 s), so that two instances never refresh the same session at once.
+const LOCK_TTL: Duration = Duration::from_secs(15);
+/// How often a waiting instance looks whether the lock holder's refresh has landed.
+const POLL: Duration = Duration::from_millis(25);
 
 /// Why no usable token could be had.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +103,47 @@ impl Broker {
     }
 
     async fn refresh_locked(
+        &self,
+        sessions: &Sessions,
+        provider: &Provider,
+        key: StoreKey,
+    ) -> Result<Loaded, TokenFailure> {
+        let store = sessions.store();
+        let deadline = Instant::now() + LOCK_TTL + Duration::from_secs(1);
+        loop {
+            if let Some(token) = store.try_lock(&key, LOCK_TTL).await? {
+                let result = self.refresh_holding_lock(sessions, provider, key).await;
+                if let Err(e) = store.unlock(&key, &token).await {
+                    tracing::warn!(session = ?key, error = %e, "releasing the refresh lock failed; it expires by itself");
+                }
+                return result;
+            }
+            // Another instance is refreshing this session: use its result instead.
+            tokio::time::sleep(POLL).await;
+            let Some(record) = sessions.load(&key).await? else {
+                return Err(TokenFailure::SessionEnded);
+            };
+            let current = Loaded { key, record };
+            let now = sessions.clock().unix();
+            if !self.needs_refresh(&current, now) {
+                return Ok(current);
+            }
+            if Instant::now() > deadline {
+                if current
+                    .record
+                    .access_expires_at
+                    .is_some_and(|exp| exp > now)
+                {
+                    return Ok(current);
+                }
+                return Err(TokenFailure::ProviderUnavailable(TokenError::Unavailable(
+                    "the refresh lock stayed held past its lifetime".into(),
+                )));
+            }
+        }
+    }
+
+    async fn refresh_holding_lock(
         &self,
         sessions: &Sessions,
         provider: &Provider,

@@ -92,6 +92,7 @@ pub(crate) struct RawSession {
     /// `memory` (default) | `file` | `redis`.
     pub(crate) store: Option<String>,
     pub(crate) file: Option<RawFileStore>,
+    pub(crate) redis: Option<RawRedis>,
     #[serde(default)]
     pub(crate) cookie: RawCookie,
     /// Default `30m`.
@@ -110,6 +111,18 @@ pub(crate) struct RawSession {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFileStore {
     pub(crate) path: Option<String>,
+}
+
+/// `session.redis`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://` (TLS); default `redis://127.0.0.1:6379`.
+    pub(crate) url: Option<String>,
+    /// Prefix of every key (default `sallyport:`).
+    pub(crate) key_prefix: Option<String>,
+    /// Bound on each Redis call, after which requests fail closed with `503` (default `1s`).
+    pub(crate) timeout: Option<String>,
 }
 
 /// `session.cookie`.

@@ -541,11 +541,32 @@ impl Validator {
                 })
             }
             "redis" => {
-                self.err(
-                    "session.store",
-                    "redis is not supported by this version yet; use memory (one instance) or file (durable)",
+                let r = raw.redis.as_ref();
+                let url = r
+                    .and_then(|r| r.url.clone())
+                    .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+                let valid = url::Url::parse(&url).is_ok_and(|u| {
+                    matches!(u.scheme(), "redis" | "rediss" | "valkey" | "valkeys") && u.has_host()
+                });
+                if !valid {
+                    self.err(
+                        "session.redis.url",
+                        "expected a redis:// or rediss:// URL such as redis://127.0.0.1:6379 (user and password may go before the host)",
+                    );
+                }
+                let timeout = self.positive_duration(
+                    "session.redis.timeout",
+                    r.and_then(|r| r.timeout.as_ref()),
+                    Duration::from_secs(1),
                 );
-                None
+                let key_prefix = r
+                    .and_then(|r| r.key_prefix.clone())
+                    .unwrap_or_else(|| "sallyport:".into());
+                valid.then(|| StoreConfig::Redis {
+                    url: crate::secret::RedisUrl::new(url),
+                    key_prefix,
+                    timeout,
+                })
             }
             _ => {
                 self.err("session.store", "expected one of memory, file, redis");

@@ -267,3 +267,38 @@ fn unquoted_references_in_flow_sequences_work_as_in_the_docs() {
     let c = Config::parse(&yaml, Path::new("."), &env()).unwrap();
     assert_eq!(c.session.keys.len(), 1);
 }
+
+#[test]
+fn redis_urls_are_checked_and_never_echoed() {
+    let yaml = base().replace(
+        "session:\n",
+        "session:\n  store: redis\n  redis: { url: \"rediss://app:pw-secret@redis.internal:6380/2\", key_prefix: \"app:\", timeout: 500ms }\n",
+    );
+    let c = Config::parse(&yaml, Path::new("."), &env()).unwrap();
+    match &c.session.store {
+        StoreConfig::Redis {
+            url,
+            key_prefix,
+            timeout,
+        } => {
+            assert_eq!(url.expose(), "rediss://app:pw-secret@redis.internal:6380/2");
+            assert_eq!(key_prefix, "app:");
+            assert_eq!(timeout.as_millis(), 500);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !format!("{c:?}").contains("pw-secret"),
+        "Debug of the config hides the password"
+    );
+    let e = errors(&base().replace(
+        "session:\n",
+        "session:\n  store: redis\n  redis: { url: \"http://pw-secret@host\" }\n",
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("session.redis.url: expected a redis:// or rediss:// URL"),
+        "{e:?}"
+    );
+    assert!(!e[0].contains("pw-secret"));
+}

@@ -1,0 +1,451 @@
+//! The Redis store (Redis, Valkey): sessions shared by many Sallyport instances.
+//!
+//! Key layout, under `session.redis.key_prefix` (default `sallyport:`), where `<key>` is the hex
+//! of the session's store key (SHA-256 of its id):
+//! - `<prefix>s:<key>`: a sealed session; its Redis expiry is the session's idle/absolute end.
+//! - `<prefix>l:<key>`: a pending login (10 minutes), taken once with `GETDEL`.
+//! - `<prefix>logins`: a sorted set of pending-login keys by expiry, to bound their number.
+//! - `<prefix>lock:<key>`: a session's refresh lock, `SET NX PX` with a random token.
+//!
+//! Writes set the expiry in the same command (`SET … NX|XX PXAT`), so no key outlives its
+//! session. The connection is made on first use and re-made by the connection manager after a
+//! failure; every call is bounded by `session.redis.timeout`, so a lost Redis answers `503`
+//! quickly instead of hanging requests.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+use crate::session::{SessionStore, StoreError, StoreKey};
+
+/// Releases a lock only if it still holds our token (another holder's lock stays).
+const UNLOCK: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Sessions, pending logins and refresh locks in Redis.
+pub struct RedisStore {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    conn: OnceCell<ConnectionManager>,
+    prefix: String,
+    max_logins: usize,
+    timeout: Duration,
+    unlock: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("redis did not answer within {0:?}")]
+struct TimedOut(Duration);
+
+impl RedisStore {
+    /// A store for `url` (`redis://`, `rediss://`, with user and password if any); nothing is
+    /// connected yet.
+    ///
+    /// # Errors
+    /// When the URL is not usable.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        max_logins: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        Ok(Self {
+            client,
+            config,
+            conn: OnceCell::new(),
+            prefix: prefix.to_owned(),
+            max_logins: max_logins.max(1),
+            timeout,
+            unlock: redis::Script::new(UNLOCK),
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(
+                    self.timeout,
+                    self.client
+                        .get_connection_manager_with_config(self.config.clone()),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(unavailable(e)),
+                    Err(_) => Err(unavailable(TimedOut(self.timeout))),
+                }
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// Runs `cmd`, bounded by the timeout.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(unavailable(TimedOut(self.timeout))),
+        }
+    }
+
+    fn key(&self, kind: &str, key: &StoreKey) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + kind.len() + 65);
+        s.push_str(&self.prefix);
+        s.push_str(kind);
+        s.push(':');
+        for b in key.as_bytes() {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    fn logins_index(&self) -> String {
+        format!("{}logins", self.prefix)
+    }
+
+    async fn set(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        condition: &str,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if !condition.is_empty() {
+            cmd.arg(condition);
+        }
+        cmd.arg("PXAT").arg(millis(expires_at));
+        let reply: Option<String> = self.query(&cmd).await?;
+        Ok(reply.is_some())
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query(redis::cmd("GET").arg(self.key("s", key))).await
+    }
+
+    async fn create(
+        &self,
+        key: &StoreKey,
+        sealed: Vec<u8>,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.set(self.key("s", key), sealed, "NX", expires_at).await
+    }
+
+    async fn update(
+        &self,
+        key: &StoreKey,
+        sealed: Vec<u8>,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.set(self.key("s", key), sealed, "XX", expires_at).await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.query::<i64>(redis::cmd("DEL").arg(self.key("s", key)))
+            .await
+            .map(drop)
+    }
+
+    async fn put_login(
+        &self,
+        key: &StoreKey,
+        sealed: Vec<u8>,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let login_key = self.key("l", key);
+        let index = self.logins_index();
+        let now = millis(SystemTime::now());
+        self.set(login_key.clone(), sealed, "", expires_at).await?;
+        // Separate commands rather than one transaction: the index and the login live in
+        // different hash slots on Redis Cluster. A crash in between leaves at most an index
+        // entry whose login expired, which the next trim removes.
+        self.query::<i64>(
+            redis::cmd("ZADD")
+                .arg(&index)
+                .arg(millis(expires_at))
+                .arg(&login_key),
+        )
+        .await?;
+        self.query::<i64>(
+            redis::cmd("ZREMRANGEBYSCORE")
+                .arg(&index)
+                .arg("-inf")
+                .arg(now),
+        )
+        .await?;
+        let count: usize = self.query(redis::cmd("ZCARD").arg(&index)).await?;
+        if count > self.max_logins {
+            // A flood of live logins: drop the tenth closest to expiry.
+            let drop = (self.max_logins / 10).max(count - self.max_logins);
+            let popped: Vec<(String, f64)> = self
+                .query(redis::cmd("ZPOPMIN").arg(&index).arg(drop))
+                .await?;
+            // One DEL each: on Redis Cluster the keys live in different slots.
+            for (login, _) in popped {
+                self.query::<i64>(redis::cmd("DEL").arg(login)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn take_login(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let login_key = self.key("l", key);
+        let taken: Option<Vec<u8>> = self.query(redis::cmd("GETDEL").arg(&login_key)).await?;
+        if taken.is_some() {
+            self.query::<i64>(redis::cmd("ZREM").arg(self.logins_index()).arg(&login_key))
+                .await?;
+        }
+        Ok(taken)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    async fn try_lock(&self, key: &StoreKey, ttl: Duration) -> Result<Option<String>, StoreError> {
+        let token = crate::random::token();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(self.key("lock", key))
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await?;
+        Ok(reply.map(|_| token))
+    }
+
+    async fn unlock(&self, key: &StoreKey, token: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut invocation = self.unlock.key(self.key("lock", key));
+        invocation.arg(token);
+        match tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(result) => result.map(drop).map_err(unavailable),
+            Err(_) => Err(unavailable(TimedOut(self.timeout))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A real `redis-server` on 127.0.0.1, killed by PID when dropped.
+    struct Server {
+        child: Child,
+        url: String,
+    }
+
+    impl Server {
+        async fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (apt-get install redis-server)");
+            let server = Server {
+                child,
+                url: format!("redis://127.0.0.1:{port}"),
+            };
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return server;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // `server` is dropped here, which kills and reaps the process.
+            panic!("redis-server did not start");
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let server = Server::start().await;
+        let n = AtomicUsize::new(0);
+        crate::store::conformance::run(|max| {
+            let prefix = format!("t{}:", n.fetch_add(1, Ordering::Relaxed));
+            let url = server.url.clone();
+            async move { RedisStore::new(&url, &prefix, max, Duration::from_secs(1)).unwrap() }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn keys_expire_with_their_session_and_follow_the_documented_layout() {
+        let server = Server::start().await;
+        let store = RedisStore::new(&server.url, "app:", 10, Duration::from_secs(1)).unwrap();
+        let key = StoreKey::hash(b"k");
+        let expires = SystemTime::now() + Duration::from_secs(90);
+        assert!(store.create(&key, b"v".to_vec(), expires).await.unwrap());
+        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let pttl: i64 = store
+            .query(redis::cmd("PTTL").arg(format!("app:s:{hex}")))
+            .await
+            .unwrap();
+        assert!(
+            (85_000..=90_000).contains(&pttl),
+            "the Redis expiry is the session's: {pttl} ms"
+        );
+        store
+            .put_login(
+                &key,
+                b"l".to_vec(),
+                SystemTime::now() + Duration::from_secs(600),
+            )
+            .await
+            .unwrap();
+        let keys: Vec<String> = store.query(redis::cmd("KEYS").arg("app:*")).await.unwrap();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                format!("app:l:{hex}"),
+                "app:logins".to_owned(),
+                format!("app:s:{hex}")
+            ]
+        );
+        assert!(store.take_login(&key).await.unwrap().is_some());
+        store.delete(&key).await.unwrap();
+        let left: Vec<String> = store.query(redis::cmd("KEYS").arg("app:*")).await.unwrap();
+        assert!(left.is_empty(), "no orphaned keys: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn locks_are_exclusive_token_checked_and_expire() {
+        let server = Server::start().await;
+        let a = RedisStore::new(&server.url, "p:", 10, Duration::from_secs(1)).unwrap();
+        let b = RedisStore::new(&server.url, "p:", 10, Duration::from_secs(1)).unwrap();
+        let key = StoreKey::hash(b"session");
+        let token = a
+            .try_lock(&key, Duration::from_millis(400))
+            .await
+            .unwrap()
+            .expect("free lock");
+        assert!(
+            b.try_lock(&key, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "held by a"
+        );
+        b.unlock(&key, "not-the-token").await.unwrap();
+        assert!(
+            b.try_lock(&key, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "a wrong token releases nothing"
+        );
+        a.unlock(&key, &token).await.unwrap();
+        let token_b = b
+            .try_lock(&key, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .expect("released");
+        a.unlock(&key, &token).await.unwrap();
+        assert!(
+            a.try_lock(&key, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "a stale token cannot free b's lock"
+        );
+        // b "dies" holding the lock: it expires by itself.
+        let _ = token_b;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            a.try_lock(&key, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_some(),
+            "an expired lock is free"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_fails_fast() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = RedisStore::new(
+            &format!("redis://127.0.0.1:{port}"),
+            "p:",
+            10,
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        assert!(store.load(&StoreKey::hash(b"k")).await.is_err());
+        assert!(store.ping().await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
