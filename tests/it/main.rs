@@ -8,6 +8,7 @@ mod harness;
 mod cli;
 mod id_tokens;
 mod login;
+mod multi;
 mod process;
 mod proxy;
 mod refresh;

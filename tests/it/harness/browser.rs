@@ -65,7 +65,12 @@ impl Page {
 impl Browser {
     /// A fresh browser for the gateway at `gateway` (`http://localhost:PORT`).
     pub fn new(gateway: &str) -> Browser {
-        let jar = Arc::new(Jar::default());
+        Self::with_jar(gateway, Arc::new(Jar::default()))
+    }
+
+    /// The same browser (cookies) talking to another gateway on `localhost`: cookies ignore
+    /// ports, as a load balancer in front of several instances would make them.
+    pub fn with_jar(gateway: &str, jar: Arc<Jar>) -> Browser {
         let port: u16 = gateway.rsplit(':').next().unwrap().parse().unwrap();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
