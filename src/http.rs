@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod backchannel;
 pub mod cors;
 pub mod csrf;
 pub mod error;
@@ -66,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))
+        .route(
+            "/auth/backchannel-logout",
+            post(backchannel::backchannel_logout),
+        )
         .route("/auth/health", get(session_api::health))
         .route("/auth/ready", get(session_api::ready))
         .route("/api/auth/session", get(session_api::session))

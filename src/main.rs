@@ -31,6 +31,27 @@ enum Format {
 enum Command {
     /// Validate the configuration, print every problem, and exit (0 valid, 2 invalid).
     Check,
+    /// Operate on the sessions in the configured (file or redis) store.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// End every session of a user (--sub) or of a provider session (--sid), on every instance.
+    Revoke {
+        /// The user's subject identifier at the provider.
+        #[arg(long, conflicts_with = "sid", required_unless_present = "sid")]
+        sub: Option<String>,
+        /// The provider's session id.
+        #[arg(long)]
+        sid: Option<String>,
+        /// The provider (a key under `providers`; default: the first).
+        #[arg(long)]
+        provider: Option<String>,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -53,6 +74,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(Command::Sessions { action }) = cli.command {
+        return sessions(&config, action);
+    }
     if let Some(Command::Check) = cli.command {
         println!(
             "{}: valid ({} provider(s), {} service(s), {} route(s), {} store)",
@@ -82,6 +106,51 @@ fn main() -> ExitCode {
                 source = s.source();
             }
             tracing::error!(error = %msg, "sallyport stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sessions(config: &Config, action: SessionsAction) -> ExitCode {
+    let SessionsAction::Revoke { sub, sid, provider } = action;
+    if config.session.store == sallyport::config::StoreConfig::Memory {
+        eprintln!(
+            "session.store: memory sessions live inside the running process; `sessions revoke` needs store: file or redis"
+        );
+        return ExitCode::from(2);
+    }
+    let provider = match provider {
+        None => config.default_provider().name.clone(),
+        Some(p) if config.providers.iter().any(|c| c.name == p) => p,
+        Some(p) => {
+            eprintln!("--provider: no provider named {p:?} under `providers`");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let result = runtime.block_on(async {
+        let store = sallyport::store::build(&config.session)?;
+        let sessions =
+            sallyport::session::manager::Sessions::new(store, &config.session, Default::default());
+        let owner = match (&sub, &sid) {
+            (Some(sub), _) => sallyport::session::manager::Owner::Subject(sub),
+            (None, Some(sid)) => sallyport::session::manager::Owner::ProviderSession(sid),
+            (None, None) => unreachable!("clap requires --sub or --sid"),
+        };
+        sessions.revoke(&provider, owner).await
+    });
+    match result {
+        Ok(n) => {
+            println!("revoked {n} session(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "cannot reach the session store: {e} (a file store is locked while Sallyport runs; use redis to revoke live)"
+            );
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod authorize;
 pub mod id_token;
+pub mod logout_token;
 pub mod token;
 
 use std::sync::{Arc, Mutex};
@@ -264,16 +265,15 @@ impl Provider {
         Ok(())
     }
 
-    /// Validates an ID token: signature by a JWKS key (re-fetching once, rate-limited, when
-    /// the `kid` is unknown) and the claims of OIDC Core §3.1.3.7.
+    /// Verifies a JWT's signature with a key from the JWKS — re-fetching the JWKS once,
+    /// rate-limited, when the `kid` is unknown — and decodes its claims (checking none).
     ///
     /// # Errors
     /// `Err(Ok(reason))` when the token is refused, `Err(Err(_))` when the keys are unavailable.
-    pub async fn validate_id_token(
+    async fn verified<T: serde::de::DeserializeOwned>(
         &self,
         token: &str,
-        expect: &id_token::Expectations<'_>,
-    ) -> Result<IdTokenClaims, Result<IdTokenError, ProviderError>> {
+    ) -> Result<(T, id_token::KeyHint), Result<IdTokenError, ProviderError>> {
         let hint = id_token::key_hint(token, &self.config.id_token_algs).map_err(Ok)?;
         let keys = self.jwks(false).await.map_err(Err)?;
         let key = match id_token::select_key(&keys, &hint) {
@@ -285,7 +285,46 @@ impl Provider {
                     .ok_or(Ok(IdTokenError::UnknownKey))?
             }
         };
-        id_token::verify(token, &key, &hint, expect).map_err(Ok)
+        let claims = id_token::decode(token, &key, &hint).map_err(Ok)?;
+        Ok((claims, hint))
+    }
+
+    /// Validates an ID token: signature by a JWKS key and the claims of OIDC Core §3.1.3.7.
+    ///
+    /// # Errors
+    /// `Err(Ok(reason))` when the token is refused, `Err(Err(_))` when the keys are unavailable.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        expect: &id_token::Expectations<'_>,
+    ) -> Result<IdTokenClaims, Result<IdTokenError, ProviderError>> {
+        let (claims, hint) = self.verified(token).await?;
+        id_token::check(claims, &hint, expect).map_err(Ok)
+    }
+
+    /// Validates a logout token (Back-Channel Logout 1.0 §2.6), except `jti` replay, which
+    /// needs the shared store.
+    ///
+    /// # Errors
+    /// `Err(Ok(reason))` when the token is refused, `Err(Err(_))` when the keys are unavailable.
+    pub async fn validate_logout_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<logout_token::LogoutClaims, Result<logout_token::LogoutTokenError, ProviderError>>
+    {
+        let (claims, hint) = self.verified(token).await.map_err(|e| e.map(Into::into))?;
+        let skew = self.config.clock_skew.as_secs() as i64;
+        logout_token::check(
+            &claims,
+            &hint,
+            &self.config.issuer,
+            &self.config.client_id,
+            now,
+            skew,
+        )
+        .map_err(Ok)?;
+        Ok(claims)
     }
 
     /// Redeems an authorization code (RFC 6749 §4.1.3, with the PKCE verifier).

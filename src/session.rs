@@ -194,6 +194,21 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn take_login(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Checks that the backend answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Adds `session` to the sessions of `owner` (the hash of a user's `sub` or a provider
+    /// session's `sid`), keeping the entry at least until `expires_at`.
+    async fn index(
+        &self,
+        owner: &StoreKey,
+        session: &StoreKey,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError>;
+    /// The sessions indexed under `owner`; some may have ended since (callers check).
+    async fn indexed(&self, owner: &StoreKey) -> Result<Vec<StoreKey>, StoreError>;
+    /// Forgets everything indexed under `owner`.
+    async fn forget(&self, owner: &StoreKey) -> Result<(), StoreError>;
+    /// Marks `key` as used until `expires_at`: `true` the first time, `false` while it is
+    /// still marked (replay detection for logout tokens' `jti`).
+    async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError>;
     /// Takes the lock named by `key` for at most `ttl`: `Some(token)` when taken, `None` while
     /// another holder has it. A store used by one process only grants it at once: the token
     /// broker's in-process single-flight already serialises refreshes there.

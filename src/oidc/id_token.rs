@@ -42,7 +42,7 @@ pub struct IdTokenClaims {
     pub other: serde_json::Map<String, serde_json::Value>,
 }
 
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -124,6 +124,8 @@ pub struct KeyHint {
     pub kid: Option<String>,
     /// Signature algorithm (already checked against the allow-list).
     pub alg: Algorithm,
+    /// The `typ` header, when present.
+    pub typ: Option<String>,
 }
 
 /// Reads the header and checks the algorithm against the allow-list.
@@ -163,6 +165,7 @@ pub fn key_hint(token: &str, allowed: &[Algorithm]) -> Result<KeyHint, IdTokenEr
     Ok(KeyHint {
         kid: header.kid,
         alg: header.alg,
+        typ: header.typ,
     })
 }
 
@@ -228,23 +231,43 @@ pub fn verify(
     hint: &KeyHint,
     expect: &Expectations<'_>,
 ) -> Result<IdTokenClaims, IdTokenError> {
+    check(decode(token, key, hint)?, hint, expect)
+}
+
+/// Verifies the signature with `key` and decodes the claims (checks none of them).
+///
+/// # Errors
+/// A bad signature, or claims that do not parse as `T`.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &Jwk,
+    hint: &KeyHint,
+) -> Result<T, IdTokenError> {
     let decoding_key = DecodingKey::from_jwk(key).map_err(|_| IdTokenError::UnknownKey)?;
     let mut validation = Validation::new(hint.alg);
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<IdTokenClaims>(token, &decoding_key, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::BadSignature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
-                    IdTokenError::AlgorithmNotAllowed
-                }
-                _ => IdTokenError::Malformed,
-            }
-        })?;
-    let claims = data.claims;
+    let data = jsonwebtoken::decode::<T>(token, &decoding_key, &validation).map_err(|e| match e
+        .kind()
+    {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::BadSignature,
+        jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => IdTokenError::AlgorithmNotAllowed,
+        _ => IdTokenError::Malformed,
+    })?;
+    Ok(data.claims)
+}
+
+/// Checks the claims of a signature-verified ID token.
+///
+/// # Errors
+/// The first check that fails, in the order of OIDC Core §3.1.3.7.
+pub fn check(
+    claims: IdTokenClaims,
+    hint: &KeyHint,
+    expect: &Expectations<'_>,
+) -> Result<IdTokenClaims, IdTokenError> {
     if claims.iss != expect.issuer {
         return Err(IdTokenError::IssuerMismatch);
     }

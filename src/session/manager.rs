@@ -26,6 +26,26 @@ pub enum Lookup {
     Found(Loaded),
 }
 
+/// Whose sessions to find: a user, or one session at the provider.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    /// Every session of the user with this `sub`.
+    Subject(&'a str),
+    /// Every session made from the provider session with this `sid`.
+    ProviderSession(&'a str),
+}
+
+impl Owner<'_> {
+    /// The index key: a hash, so a store dump does not list user ids.
+    fn key(self, provider: &str) -> StoreKey {
+        let (kind, value) = match self {
+            Owner::Subject(sub) => ("sub", sub),
+            Owner::ProviderSession(sid) => ("sid", sid),
+        };
+        StoreKey::hash(format!("{kind}\0{provider}\0{value}").as_bytes())
+    }
+}
+
 /// A live session and the key it is stored under.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -165,6 +185,13 @@ impl Sessions {
                 .create(&key, self.seal(&key, record), self.store_expiry(record))
                 .await?
             {
+                let until = from_unix(record.expires_at);
+                let sub = Owner::Subject(&record.sub).key(&record.provider);
+                self.store.index(&sub, &key, until).await?;
+                if let Some(sid) = &record.sid {
+                    let sid = Owner::ProviderSession(sid).key(&record.provider);
+                    self.store.index(&sid, &key, until).await?;
+                }
                 return Ok(id);
             }
             // 256-bit ids do not collide in practice; the loop keeps the contract honest.
@@ -187,6 +214,24 @@ impl Sessions {
     /// When the store fails.
     pub async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         self.store.delete(key).await
+    }
+
+    /// Ends every session of `owner` at `provider`, on every instance sharing the store;
+    /// returns how many were live.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn revoke(&self, provider: &str, owner: Owner<'_>) -> Result<usize, StoreError> {
+        let owner = owner.key(provider);
+        let mut ended = 0;
+        for key in self.store.indexed(&owner).await? {
+            if self.store.load(&key).await?.is_some() {
+                self.store.delete(&key).await?;
+                ended += 1;
+            }
+        }
+        self.store.forget(&owner).await?;
+        Ok(ended)
     }
 
     /// A new record's timestamps: created and last seen now, ending after the absolute timeout.

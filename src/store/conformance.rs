@@ -33,6 +33,8 @@ where
     logins_are_single_use_and_expire(&make(100).await).await;
     pending_logins_are_bounded(&make(5).await).await;
     concurrent_creates_have_one_winner(Arc::new(make(100).await)).await;
+    sessions_are_indexed_by_owner(&make(100).await).await;
+    first_use_detects_replays(&make(100).await).await;
     make(100).await.ping().await.expect("ping");
 }
 
@@ -182,4 +184,40 @@ async fn concurrent_creates_have_one_winner<S: SessionStore>(s: Arc<S>) {
         winners += usize::from(t.await.unwrap());
     }
     assert_eq!(winners, 1);
+}
+
+async fn sessions_are_indexed_by_owner(s: &impl SessionStore) {
+    let (alice, bob) = (key(100), key(101));
+    s.index(&alice, &key(1), later()).await.unwrap();
+    s.index(&alice, &key(2), later()).await.unwrap();
+    s.index(&alice, &key(2), later()).await.unwrap();
+    s.index(&bob, &key(3), later()).await.unwrap();
+    let mut found = s.indexed(&alice).await.unwrap();
+    found.sort();
+    let mut expected = vec![key(1), key(2)];
+    expected.sort();
+    assert_eq!(found, expected, "each session once, only the owner's");
+    assert_eq!(s.indexed(&bob).await.unwrap(), vec![key(3)]);
+    s.forget(&alice).await.unwrap();
+    assert!(s.indexed(&alice).await.unwrap().is_empty());
+    assert_eq!(
+        s.indexed(&bob).await.unwrap(),
+        vec![key(3)],
+        "forgetting one owner keeps the others"
+    );
+    assert!(s.indexed(&key(102)).await.unwrap().is_empty());
+}
+
+async fn first_use_detects_replays(s: &impl SessionStore) {
+    assert!(s.first_use(&key(1), later()).await.unwrap());
+    assert!(
+        !s.first_use(&key(1), later()).await.unwrap(),
+        "a replay is detected"
+    );
+    assert!(s.first_use(&key(2), later()).await.unwrap());
+    assert!(s.first_use(&key(3), earlier()).await.unwrap());
+    assert!(
+        s.first_use(&key(3), later()).await.unwrap(),
+        "an expired marker no longer counts"
+    );
 }

@@ -16,6 +16,10 @@ use crate::session::{SessionStore, StoreError, StoreKey};
 /// key → (expires_at in unix milliseconds, sealed record)
 const SESSIONS: TableDefinition<&[u8], (u64, &[u8])> = TableDefinition::new("sessions_v1");
 const LOGINS: TableDefinition<&[u8], (u64, &[u8])> = TableDefinition::new("logins_v1");
+/// owner ‖ session → expires_at (unix ms): sessions by user (`sub`) and provider session (`sid`).
+const INDEX: TableDefinition<&[u8], u64> = TableDefinition::new("index_v1");
+/// key → expires_at (unix ms): one-time markers (logout token `jti`).
+const USED: TableDefinition<&[u8], u64> = TableDefinition::new("used_v1");
 
 /// Sessions and pending logins in a redb file.
 pub struct FileStore {
@@ -45,6 +49,8 @@ impl FileStore {
         let tx = db.begin_write().map_err(unavailable)?;
         tx.open_table(SESSIONS).map_err(unavailable)?;
         tx.open_table(LOGINS).map_err(unavailable)?;
+        tx.open_table(INDEX).map_err(unavailable)?;
+        tx.open_table(USED).map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         Ok(Self {
             db: Arc::new(db),
@@ -73,6 +79,8 @@ impl FileStore {
             let tx = db.begin_write()?;
             tx.open_table(SESSIONS)?.retain(|_, (exp, _)| exp > now)?;
             tx.open_table(LOGINS)?.retain(|_, (exp, _)| exp > now)?;
+            tx.open_table(INDEX)?.retain(|_, exp| exp > now)?;
+            tx.open_table(USED)?.retain(|_, exp| exp > now)?;
             tx.commit()?;
             Ok(())
         })
@@ -110,6 +118,15 @@ impl FileStore {
         })
         .await
     }
+}
+
+/// The first and last index keys of `owner`.
+fn owner_range(owner: &StoreKey) -> ([u8; 64], [u8; 64]) {
+    let mut from = [0u8; 64];
+    let mut to = [0xffu8; 64];
+    from[..32].copy_from_slice(owner.as_bytes());
+    to[..32].copy_from_slice(owner.as_bytes());
+    (from, to)
 }
 
 #[async_trait]
@@ -209,6 +226,88 @@ impl SessionStore for FileStore {
             };
             tx.commit()?;
             Ok(taken)
+        })
+        .await
+    }
+
+    async fn index(
+        &self,
+        owner: &StoreKey,
+        session: &StoreKey,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut entry = [0u8; 64];
+        entry[..32].copy_from_slice(owner.as_bytes());
+        entry[32..].copy_from_slice(session.as_bytes());
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(INDEX)?;
+                let until = t
+                    .get(&entry[..])?
+                    .map_or(0, |v| v.value())
+                    .max(millis(expires_at));
+                t.insert(&entry[..], until)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn indexed(&self, owner: &StoreKey) -> Result<Vec<StoreKey>, StoreError> {
+        let (from, to) = owner_range(owner);
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(INDEX)?;
+            let mut out = Vec::new();
+            for entry in t.range(&from[..]..=&to[..])? {
+                let (k, _) = entry?;
+                let mut session = [0u8; 32];
+                session.copy_from_slice(&k.value()[32..]);
+                out.push(StoreKey::from_bytes(session));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn forget(&self, owner: &StoreKey) -> Result<(), StoreError> {
+        let (from, to) = owner_range(owner);
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(INDEX)?;
+                let keys: Vec<Vec<u8>> = t
+                    .range(&from[..]..=&to[..])?
+                    .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                    .collect::<Result<_, _>>()?;
+                for k in keys {
+                    t.remove(&k[..])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError> {
+        let key = *key.as_bytes();
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let first = {
+                let mut t = tx.open_table(USED)?;
+                let live = t
+                    .get(&key[..])?
+                    .is_some_and(|v| v.value() > millis(SystemTime::now()));
+                if !live {
+                    t.insert(&key[..], millis(expires_at))?;
+                }
+                !live
+            };
+            tx.commit()?;
+            Ok(first)
         })
         .await
     }

@@ -4,7 +4,7 @@
 //! No capacity bound applies to sessions (an eviction would be a silent logout); pending logins
 //! are bounded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -21,6 +21,8 @@ struct Entry {
 pub struct MemoryStore {
     sessions: Mutex<HashMap<StoreKey, Entry>>,
     logins: Mutex<HashMap<StoreKey, Entry>>,
+    index: Mutex<HashMap<StoreKey, (HashSet<StoreKey>, SystemTime)>>,
+    used: Mutex<HashMap<StoreKey, SystemTime>>,
     max_logins: usize,
 }
 
@@ -30,6 +32,8 @@ impl MemoryStore {
         Self {
             sessions: Mutex::default(),
             logins: Mutex::default(),
+            index: Mutex::default(),
+            used: Mutex::default(),
             max_logins: max_logins.max(1),
         }
     }
@@ -39,6 +43,8 @@ impl MemoryStore {
         let now = SystemTime::now();
         lock(&self.sessions).retain(|_, e| e.expires_at > now);
         lock(&self.logins).retain(|_, e| e.expires_at > now);
+        lock(&self.index).retain(|_, (_, exp)| *exp > now);
+        lock(&self.used).retain(|_, exp| *exp > now);
     }
 
     /// How many sessions are held, expired ones included until swept.
@@ -54,9 +60,7 @@ impl MemoryStore {
 
 /// A poisoned map only means another request panicked mid-update of a plain `HashMap`; the map
 /// itself is still consistent, so keep serving.
-fn lock(
-    m: &Mutex<HashMap<StoreKey, Entry>>,
-) -> std::sync::MutexGuard<'_, HashMap<StoreKey, Entry>> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -149,6 +153,43 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn index(
+        &self,
+        owner: &StoreKey,
+        session: &StoreKey,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut index = lock(&self.index);
+        let (sessions, until) = index
+            .entry(*owner)
+            .or_insert_with(|| (HashSet::new(), expires_at));
+        sessions.insert(*session);
+        *until = (*until).max(expires_at);
+        Ok(())
+    }
+
+    async fn indexed(&self, owner: &StoreKey) -> Result<Vec<StoreKey>, StoreError> {
+        Ok(lock(&self.index)
+            .get(owner)
+            .map(|(s, _)| s.iter().copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn forget(&self, owner: &StoreKey) -> Result<(), StoreError> {
+        lock(&self.index).remove(owner);
+        Ok(())
+    }
+
+    async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError> {
+        let mut used = lock(&self.used);
+        let now = SystemTime::now();
+        if used.get(key).is_some_and(|exp| *exp > now) {
+            return Ok(false);
+        }
+        used.insert(*key, expires_at);
+        Ok(true)
     }
 }
 

@@ -6,6 +6,9 @@
 //! - `<prefix>l:<key>`: a pending login (10 minutes), taken once with `GETDEL`.
 //! - `<prefix>logins`: a sorted set of pending-login keys by expiry, to bound their number.
 //! - `<prefix>lock:<key>`: a session's refresh lock, `SET NX PX` with a random token.
+//! - `<prefix>u:<owner>`: the set of session keys of a user (`sub`) or provider session
+//!   (`sid`), `<owner>` being a hash of it; it expires with the longest-lived of them.
+//! - `<prefix>j:<key>`: a one-time marker (a logout token's `jti`), until that token expires.
 //!
 //! Writes set the expiry in the same command (`SET … NX|XX PXAT`), so no key outlives its
 //! session. The connection is made on first use and re-made by the connection manager after a
@@ -232,6 +235,53 @@ impl SessionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    async fn index(
+        &self,
+        owner: &StoreKey,
+        session: &StoreKey,
+        expires_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let set = self.key("u", owner);
+        self.query::<i64>(
+            redis::cmd("SADD")
+                .arg(&set)
+                .arg(session.as_bytes().as_slice()),
+        )
+        .await?;
+        // Extend the set's expiry, never shorten it: NX for a new set, GT for a longer session.
+        let at = millis(expires_at);
+        self.query::<i64>(redis::cmd("PEXPIREAT").arg(&set).arg(at).arg("NX"))
+            .await?;
+        self.query::<i64>(redis::cmd("PEXPIREAT").arg(&set).arg(at).arg("GT"))
+            .await?;
+        Ok(())
+    }
+
+    async fn indexed(&self, owner: &StoreKey) -> Result<Vec<StoreKey>, StoreError> {
+        let members: Vec<Vec<u8>> = self
+            .query(redis::cmd("SMEMBERS").arg(self.key("u", owner)))
+            .await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|m| {
+                <[u8; 32]>::try_from(m.as_slice())
+                    .ok()
+                    .map(StoreKey::from_bytes)
+            })
+            .collect())
+    }
+
+    async fn forget(&self, owner: &StoreKey) -> Result<(), StoreError> {
+        self.query::<i64>(redis::cmd("DEL").arg(self.key("u", owner)))
+            .await
+            .map(drop)
+    }
+
+    async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError> {
+        self.set(self.key("j", key), b"1".to_vec(), "NX", expires_at)
+            .await
     }
 
     async fn try_lock(&self, key: &StoreKey, ttl: Duration) -> Result<Option<String>, StoreError> {

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod backchannel;
 mod cli;
 mod id_tokens;
 mod login;

@@ -117,6 +117,7 @@ fn keys_are_chosen_by_kid_and_type() {
     let (k1, k2) = (key("k1"), key("k2"));
     let keys = [k1.jwk.clone(), k2.jwk.clone()];
     let hint = |kid: Option<&str>, alg| KeyHint {
+        typ: None,
         kid: kid.map(str::to_owned),
         alg,
     };

@@ -140,6 +140,24 @@ impl BadProvider {
         inner.signing = inner.published.len() - 1;
     }
 
+    /// A logout token with `claims`, signed with the current key (`typ` as given).
+    pub fn logout_token(&self, claims: &serde_json::Value, typ: Option<&str>) -> String {
+        let inner = self.shared.inner.lock().unwrap();
+        let key = &inner.published[inner.signing];
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &key.enc).unwrap()
+    }
+
+    /// A logout token signed by a key that is not the provider's.
+    pub fn forged_logout_token(&self, claims: &serde_json::Value) -> String {
+        let kid = self.shared.inner.lock().unwrap().published[0].kid.clone();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        jsonwebtoken::encode(&header, claims, &new_key("forger").enc).unwrap()
+    }
+
     /// Discovery and JWKS fetch counts.
     pub fn counts(&self) -> (u64, u64) {
         (
