@@ -137,8 +137,10 @@ pub enum StoreConfig {
     },
     /// Redis or Valkey, shared by many instances.
     Redis {
-        /// The server URL (may hold a password).
+        /// The server URL (may hold a password); with `cluster`, unused.
         url: crate::secret::RedisUrl,
+        /// Redis Cluster node URLs; empty for a single server.
+        cluster: Vec<crate::secret::RedisUrl>,
         /// Prefix of every key.
         key_prefix: String,
         /// Bound on each call.

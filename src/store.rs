@@ -41,14 +41,19 @@ pub fn build(config: &SessionConfig) -> Result<Arc<dyn SessionStore>, StoreError
         }
         StoreConfig::Redis {
             url,
+            cluster,
             key_prefix,
             timeout,
-        } => Ok(Arc::new(redis::RedisStore::new(
-            url.expose(),
-            key_prefix,
-            config.max_pending_logins,
-            *timeout,
-        )?)),
+        } => {
+            let max = config.max_pending_logins;
+            let store = if cluster.is_empty() {
+                redis::RedisStore::new(url.expose(), key_prefix, max, *timeout)?
+            } else {
+                let nodes: Vec<&str> = cluster.iter().map(|u| u.expose()).collect();
+                redis::RedisStore::cluster(&nodes, key_prefix, max, *timeout)?
+            };
+            Ok(Arc::new(store))
+        }
     }
 }
 

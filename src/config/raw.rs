@@ -119,6 +119,8 @@ pub(crate) struct RawFileStore {
 pub(crate) struct RawRedis {
     /// `redis://[user:password@]host:port[/db]` or `rediss://` (TLS); default `redis://127.0.0.1:6379`.
     pub(crate) url: Option<String>,
+    /// Redis Cluster: URLs of some of its nodes (the others are discovered); instead of `url`.
+    pub(crate) cluster: Option<Vec<String>>,
     /// Prefix of every key (default `sallyport:`).
     pub(crate) key_prefix: Option<String>,
     /// Bound on each Redis call, after which requests fail closed with `503` (default `1s`).

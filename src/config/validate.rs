@@ -542,17 +542,34 @@ impl Validator {
             }
             "redis" => {
                 let r = raw.redis.as_ref();
+                let redis_url = |text: &str| {
+                    url::Url::parse(text).is_ok_and(|u| {
+                        matches!(u.scheme(), "redis" | "rediss" | "valkey" | "valkeys")
+                            && u.has_host()
+                    })
+                };
+                const EXPECTED: &str = "expected a redis:// or rediss:// URL such as redis://127.0.0.1:6379 (user and password may go before the host)";
+                let cluster: Vec<String> = r.and_then(|r| r.cluster.clone()).unwrap_or_default();
+                let mut valid = true;
+                for (i, node) in cluster.iter().enumerate() {
+                    if !redis_url(node) {
+                        self.err(&format!("session.redis.cluster[{i}]"), EXPECTED);
+                        valid = false;
+                    }
+                }
+                if !cluster.is_empty() && r.is_some_and(|r| r.url.is_some()) {
+                    self.err(
+                        "session.redis",
+                        "set either url (one server) or cluster (Redis Cluster nodes), not both",
+                    );
+                    valid = false;
+                }
                 let url = r
                     .and_then(|r| r.url.clone())
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-                let valid = url::Url::parse(&url).is_ok_and(|u| {
-                    matches!(u.scheme(), "redis" | "rediss" | "valkey" | "valkeys") && u.has_host()
-                });
-                if !valid {
-                    self.err(
-                        "session.redis.url",
-                        "expected a redis:// or rediss:// URL such as redis://127.0.0.1:6379 (user and password may go before the host)",
-                    );
+                if cluster.is_empty() && !redis_url(&url) {
+                    self.err("session.redis.url", EXPECTED);
+                    valid = false;
                 }
                 let timeout = self.positive_duration(
                     "session.redis.timeout",
@@ -564,6 +581,10 @@ impl Validator {
                     .unwrap_or_else(|| "sallyport:".into());
                 valid.then(|| StoreConfig::Redis {
                     url: crate::secret::RedisUrl::new(url),
+                    cluster: cluster
+                        .into_iter()
+                        .map(crate::secret::RedisUrl::new)
+                        .collect(),
                     key_prefix,
                     timeout,
                 })

@@ -20,6 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
 use crate::session::{SessionStore, StoreError, StoreKey};
@@ -27,11 +29,54 @@ use crate::session::{SessionStore, StoreError, StoreKey};
 /// Releases a lock only if it still holds our token (another holder's lock stays).
 const UNLOCK: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Where the data lives: one server (or a proxy in front of several), or a Redis Cluster.
+enum Target {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+/// A connection to either, shared by clone. Both reconnect by themselves after a failure.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Sessions, pending logins and refresh locks in Redis.
 pub struct RedisStore {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    conn: OnceCell<ConnectionManager>,
+    target: Target,
+    conn: OnceCell<Conn>,
     prefix: String,
     max_logins: usize,
     timeout: Duration,
@@ -78,28 +123,66 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        Ok(Self {
-            client,
-            config,
+        Ok(Self::with_target(
+            Target::Single(client, config),
+            prefix,
+            max_logins,
+            timeout,
+        ))
+    }
+
+    /// A store on the Redis Cluster reached through `nodes` (any of its nodes; the rest are
+    /// discovered); nothing is connected yet.
+    ///
+    /// # Errors
+    /// When a URL is not usable.
+    pub fn cluster(
+        nodes: &[&str],
+        prefix: &str,
+        max_logins: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let client = ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(1)
+            .build()
+            .map_err(unavailable)?;
+        Ok(Self::with_target(
+            Target::Cluster(client),
+            prefix,
+            max_logins,
+            timeout,
+        ))
+    }
+
+    fn with_target(target: Target, prefix: &str, max_logins: usize, timeout: Duration) -> Self {
+        Self {
+            target,
             conn: OnceCell::new(),
             prefix: prefix.to_owned(),
             max_logins: max_logins.max(1),
             timeout,
             unlock: redis::Script::new(UNLOCK),
-        })
+        }
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<Conn, StoreError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
-                match tokio::time::timeout(
-                    self.timeout,
-                    self.client
-                        .get_connection_manager_with_config(self.config.clone()),
-                )
-                .await
-                {
+                let connect = async {
+                    match &self.target {
+                        Target::Single(client, config) => client
+                            .get_connection_manager_with_config(config.clone())
+                            .await
+                            .map(Conn::Single),
+                        Target::Cluster(client) => {
+                            client.get_async_connection().await.map(Conn::Cluster)
+                        }
+                    }
+                };
+                match tokio::time::timeout(self.timeout, connect).await {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => Err(unavailable(e)),
                     Err(_) => Err(unavailable(TimedOut(self.timeout))),
@@ -326,6 +409,10 @@ mod tests {
 
     impl Server {
         async fn start() -> Server {
+            Self::start_with(&[]).await
+        }
+
+        async fn start_with(extra: &[&str]) -> Server {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
@@ -342,6 +429,7 @@ mod tests {
                     "--appendonly",
                     "no",
                 ])
+                .args(extra)
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("redis-server (apt-get install redis-server)");
@@ -367,6 +455,116 @@ mod tests {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+
+    /// A three-node Redis Cluster on 127.0.0.1 (no replicas).
+    struct Cluster {
+        nodes: Vec<Server>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Cluster {
+        async fn start() -> Cluster {
+            let dir = tempfile::tempdir().unwrap();
+            let mut nodes = Vec::new();
+            for i in 0..3 {
+                let conf = dir.path().join(format!("nodes-{i}.conf"));
+                nodes.push(
+                    Server::start_with(&[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        conf.to_str().unwrap(),
+                        "--dir",
+                        dir.path().to_str().unwrap(),
+                    ])
+                    .await,
+                );
+            }
+            let addrs: Vec<String> = nodes
+                .iter()
+                .map(|n| n.url.trim_start_matches("redis://").to_owned())
+                .collect();
+            let status = Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("redis-cli (apt-get install redis-tools)");
+            assert!(status.success(), "redis-cli --cluster create failed");
+            let cluster = Cluster { nodes, _dir: dir };
+            for _ in 0..100 {
+                if cluster.is_ok().await {
+                    return cluster;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the cluster never reached cluster_state:ok");
+        }
+
+        async fn is_ok(&self) -> bool {
+            for node in &self.nodes {
+                let Ok(client) = redis::Client::open(node.url.as_str()) else {
+                    return false;
+                };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return false;
+                };
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if !info.contains("cluster_state:ok") {
+                    return false;
+                }
+            }
+            true
+        }
+
+        fn urls(&self) -> Vec<&str> {
+            self.nodes.iter().map(|n| n.url.as_str()).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redis_cluster_passes_the_conformance_suite_and_locks() {
+        let cluster = Cluster::start().await;
+        let n = AtomicUsize::new(0);
+        let urls = cluster.urls();
+        crate::store::conformance::run(|max| {
+            let prefix = format!("c{}:", n.fetch_add(1, Ordering::Relaxed));
+            let store = RedisStore::cluster(&urls, &prefix, max, Duration::from_secs(1)).unwrap();
+            async move { store }
+        })
+        .await;
+        // Only the first node is given: the others are discovered.
+        let store = RedisStore::cluster(&urls[..1], "p:", 10, Duration::from_secs(1)).unwrap();
+        let keys: Vec<StoreKey> = (0..20u8).map(|i| StoreKey::hash(&[i])).collect();
+        for key in &keys {
+            let token = store
+                .try_lock(key, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .expect("free");
+            assert!(
+                store
+                    .try_lock(key, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            store.unlock(key, &token).await.unwrap();
+            assert!(
+                store
+                    .try_lock(key, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "released on every node"
+            );
         }
     }
 

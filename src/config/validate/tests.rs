@@ -280,6 +280,7 @@ fn redis_urls_are_checked_and_never_echoed() {
             url,
             key_prefix,
             timeout,
+            ..
         } => {
             assert_eq!(url.expose(), "rediss://app:pw-secret@redis.internal:6380/2");
             assert_eq!(key_prefix, "app:");
@@ -301,4 +302,30 @@ fn redis_urls_are_checked_and_never_echoed() {
         "{e:?}"
     );
     assert!(!e[0].contains("pw-secret"));
+}
+
+#[test]
+fn redis_cluster_nodes_are_checked() {
+    let yaml = base().replace(
+        "session:\n",
+        "session:\n  store: redis\n  redis: { cluster: [\"redis://10.0.0.1:7000\", \"redis://:pw@10.0.0.2:7000\"] }\n",
+    );
+    match Config::parse(&yaml, Path::new("."), &env())
+        .unwrap()
+        .session
+        .store
+    {
+        StoreConfig::Redis { cluster, .. } => assert_eq!(cluster.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    let e = errors(&base().replace(
+        "session:\n",
+        "session:\n  store: redis\n  redis: { url: \"redis://a:1\", cluster: [\"redis://b:1\", \"b:2\"] }\n",
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("session.redis.cluster[1]: expected a redis://"),
+        "{e:?}"
+    );
+    assert!(e[1].starts_with("session.redis: set either url"), "{e:?}");
 }
