@@ -141,6 +141,8 @@ pub enum StoreConfig {
         url: crate::secret::RedisUrl,
         /// Redis Cluster node URLs; empty for a single server.
         cluster: Vec<crate::secret::RedisUrl>,
+        /// Redis Sentinel: the master's name and the Sentinels' URLs.
+        sentinel: Option<(String, Vec<crate::secret::RedisUrl>)>,
         /// Prefix of every key.
         key_prefix: String,
         /// Bound on each call.

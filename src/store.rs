@@ -42,15 +42,28 @@ pub fn build(config: &SessionConfig) -> Result<Arc<dyn SessionStore>, StoreError
         StoreConfig::Redis {
             url,
             cluster,
+            sentinel,
             key_prefix,
             timeout,
         } => {
             let max = config.max_pending_logins;
-            let store = if cluster.is_empty() {
-                redis::RedisStore::new(url.expose(), key_prefix, max, *timeout)?
-            } else {
-                let nodes: Vec<&str> = cluster.iter().map(|u| u.expose()).collect();
-                redis::RedisStore::cluster(&nodes, key_prefix, max, *timeout)?
+            let store = match sentinel {
+                Some((master, nodes)) => {
+                    let nodes: Vec<&str> = nodes.iter().map(|u| u.expose()).collect();
+                    redis::RedisStore::sentinel(
+                        &nodes,
+                        master,
+                        Some(url.expose()),
+                        key_prefix,
+                        max,
+                        *timeout,
+                    )?
+                }
+                None if !cluster.is_empty() => {
+                    let nodes: Vec<&str> = cluster.iter().map(|u| u.expose()).collect();
+                    redis::RedisStore::cluster(&nodes, key_prefix, max, *timeout)?
+                }
+                None => redis::RedisStore::new(url.expose(), key_prefix, max, *timeout)?,
             };
             Ok(Arc::new(store))
         }

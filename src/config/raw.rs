@@ -121,10 +121,22 @@ pub(crate) struct RawRedis {
     pub(crate) url: Option<String>,
     /// Redis Cluster: URLs of some of its nodes (the others are discovered); instead of `url`.
     pub(crate) cluster: Option<Vec<String>>,
+    /// Redis Sentinel: the master's name and the Sentinels' URLs; `url` then only carries the
+    /// master's user, password and database.
+    pub(crate) sentinel: Option<RawSentinel>,
     /// Prefix of every key (default `sallyport:`).
     pub(crate) key_prefix: Option<String>,
     /// Bound on each Redis call, after which requests fail closed with `503` (default `1s`).
     pub(crate) timeout: Option<String>,
+}
+
+/// `session.redis.sentinel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSentinel {
+    pub(crate) master: Option<String>,
+    #[serde(default)]
+    pub(crate) nodes: Vec<String>,
 }
 
 /// `session.cookie`.

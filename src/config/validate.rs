@@ -564,6 +564,41 @@ impl Validator {
                     );
                     valid = false;
                 }
+                let mut sentinel = None;
+                if let Some(s) = r.and_then(|r| r.sentinel.as_ref()) {
+                    if !cluster.is_empty() {
+                        self.err("session.redis", "set either cluster or sentinel, not both");
+                        valid = false;
+                    }
+                    let master = s.master.clone().filter(|m| !m.is_empty());
+                    if master.is_none() {
+                        self.err(
+                            "session.redis.sentinel.master",
+                            "is required: the name the Sentinels monitor the master by",
+                        );
+                        valid = false;
+                    }
+                    if s.nodes.is_empty() {
+                        self.err(
+                            "session.redis.sentinel.nodes",
+                            "at least one Sentinel URL is required, such as redis://10.0.0.1:26379",
+                        );
+                        valid = false;
+                    }
+                    for (i, node) in s.nodes.iter().enumerate() {
+                        if !redis_url(node) {
+                            self.err(&format!("session.redis.sentinel.nodes[{i}]"), EXPECTED);
+                            valid = false;
+                        }
+                    }
+                    let nodes = s
+                        .nodes
+                        .iter()
+                        .cloned()
+                        .map(crate::secret::RedisUrl::new)
+                        .collect();
+                    sentinel = master.map(|m| (m, nodes));
+                }
                 let url = r
                     .and_then(|r| r.url.clone())
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
@@ -585,6 +620,7 @@ impl Validator {
                         .into_iter()
                         .map(crate::secret::RedisUrl::new)
                         .collect(),
+                    sentinel,
                     key_prefix,
                     timeout,
                 })

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use tokio::sync::OnceCell;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
 use crate::session::{SessionStore, StoreError, StoreKey};
 
@@ -33,6 +33,9 @@ const UNLOCK: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redi
 enum Target {
     Single(redis::Client, ConnectionManagerConfig),
     Cluster(ClusterClient),
+    /// The master that Sentinel names; asked again after every connection failure, since a
+    /// connection does not follow a failover by itself (redis-rs#1438).
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
 /// A connection to either, shared by clone. Both reconnect by themselves after a failure.
@@ -40,6 +43,7 @@ enum Target {
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(redis::aio::MultiplexedConnection),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -50,6 +54,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -62,6 +67,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -69,6 +75,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -76,7 +83,10 @@ impl redis::aio::ConnectionLike for Conn {
 /// Sessions, pending logins and refresh locks in Redis.
 pub struct RedisStore {
     target: Target,
-    conn: OnceCell<Conn>,
+    /// The current connection; `None` until first use, and again after a Sentinel failover.
+    conn: std::sync::Mutex<Option<Conn>>,
+    /// Serialises connecting, so that a cold start makes one connection, not one per caller.
+    connecting: tokio::sync::Mutex<()>,
     prefix: String,
     max_logins: usize,
     timeout: Duration,
@@ -156,10 +166,45 @@ impl RedisStore {
         ))
     }
 
+    /// A store on the master that the Sentinels at `sentinels` name `master`; `auth` (a URL whose
+    /// user, password and database are used, its host ignored) logs in to that master.
+    ///
+    /// # Errors
+    /// When a URL is not usable.
+    pub fn sentinel(
+        sentinels: &[&str],
+        master: &str,
+        auth: Option<&str>,
+        prefix: &str,
+        max_logins: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let mut node = SentinelNodeConnectionInfo::default();
+        if let Some(auth) = auth {
+            let info =
+                redis::IntoConnectionInfo::into_connection_info(auth).map_err(unavailable)?;
+            node = node.set_redis_connection_info(info.redis_settings().clone());
+        }
+        let client = SentinelClient::build(
+            sentinels.to_vec(),
+            master,
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(unavailable)?;
+        Ok(Self::with_target(
+            Target::Sentinel(tokio::sync::Mutex::new(client)),
+            prefix,
+            max_logins,
+            timeout,
+        ))
+    }
+
     fn with_target(target: Target, prefix: &str, max_logins: usize, timeout: Duration) -> Self {
         Self {
             target,
-            conn: OnceCell::new(),
+            conn: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             prefix: prefix.to_owned(),
             max_logins: max_logins.max(1),
             timeout,
@@ -167,37 +212,94 @@ impl RedisStore {
         }
     }
 
+    fn cached(&self) -> Option<Conn> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     async fn conn(&self) -> Result<Conn, StoreError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                let connect = async {
-                    match &self.target {
-                        Target::Single(client, config) => client
-                            .get_connection_manager_with_config(config.clone())
-                            .await
-                            .map(Conn::Single),
-                        Target::Cluster(client) => {
-                            client.get_async_connection().await.map(Conn::Cluster)
-                        }
-                    }
-                };
-                match tokio::time::timeout(self.timeout, connect).await {
-                    Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(unavailable(e)),
-                    Err(_) => Err(unavailable(TimedOut(self.timeout))),
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
+        }
+        let connect = async {
+            match &self.target {
+                Target::Single(client, config) => client
+                    .get_connection_manager_with_config(config.clone())
+                    .await
+                    .map(Conn::Single),
+                Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+                Target::Sentinel(client) => {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(self.timeout));
+                    let mut client = client.lock().await;
+                    client
+                        .get_async_connection_with_config(&config)
+                        .await
+                        .map(Conn::Sentinel)
                 }
-            })
-            .await?;
-        Ok(conn.clone())
+            }
+        };
+        let conn = match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable(TimedOut(self.timeout))),
+        };
+        *self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// After a failure, a Sentinel connection is dropped, so the next call asks the Sentinels
+    /// for the master again (it may have failed over). `None` is a timeout.
+    fn failed(&self, error: Option<&redis::RedisError>) {
+        if !matches!(self.target, Target::Sentinel(_)) {
+            return;
+        }
+        let connection_lost = error.is_none_or(|e| {
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.code() == Some("READONLY")
+        });
+        if connection_lost {
+            *self
+                .conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
     }
 
     /// Runs `cmd`, bounded by the timeout.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(unavailable(TimedOut(self.timeout))),
+        let result = tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await;
+        self.settle(result)
+    }
+
+    /// Maps a bounded call's outcome, noting connection failures.
+    fn settle<T>(
+        &self,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.failed(Some(&e));
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.failed(None);
+                Err(unavailable(TimedOut(self.timeout)))
+            }
         }
     }
 
@@ -387,10 +489,9 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn().await?;
         let mut invocation = self.unlock.key(self.key("lock", key));
         invocation.arg(token);
-        match tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
-            Ok(result) => result.map(drop).map_err(unavailable),
-            Err(_) => Err(unavailable(TimedOut(self.timeout))),
-        }
+        let result =
+            tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await;
+        self.settle(result).map(drop)
     }
 }
 
@@ -405,6 +506,9 @@ mod tests {
     struct Server {
         child: Child,
         url: String,
+        /// Its own working folder: a replica writes `dump.rdb` there on a full sync, and every
+        /// redis-server loads `dump.rdb` from its folder at start.
+        _dir: tempfile::TempDir,
     }
 
     impl Server {
@@ -412,41 +516,53 @@ mod tests {
             Self::start_with(&[]).await
         }
 
+        /// Starts `redis-server` on a free port. Another test may grab the same port between
+        /// choosing and binding it, so a server only counts once the one answering there is
+        /// this child (its `process_id`); otherwise it tries another port.
         async fn start_with(extra: &[&str]) -> Server {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(extra)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server (apt-get install redis-server)");
-            let server = Server {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            };
-            for _ in 0..100 {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    return server;
+            for _ in 0..5 {
+                let dir = tempfile::tempdir().unwrap();
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let child = Command::new("redis-server")
+                    .args([
+                        "--port",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .args(extra)
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server (apt-get install redis-server)");
+                let server = Server {
+                    child,
+                    url: format!("redis://127.0.0.1:{port}"),
+                    _dir: dir,
+                };
+                for _ in 0..100 {
+                    let info: Option<String> =
+                        query(&server.url, redis::cmd("INFO").arg("server")).await;
+                    if let Some(info) = info {
+                        let pid = format!("process_id:{}", server.child.id());
+                        if info.lines().any(|l| l.trim() == pid) {
+                            return server;
+                        }
+                        break; // another test's server holds this port
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // `server` is dropped here, which kills and reaps the process.
             }
-            // `server` is dropped here, which kills and reaps the process.
             panic!("redis-server did not start");
         }
     }
@@ -566,6 +682,166 @@ mod tests {
                 "released on every node"
             );
         }
+    }
+
+    /// A master, its replica and one Sentinel watching them (quorum 1, quick failover).
+    struct Sentinels {
+        master: Option<Server>,
+        replica: Server,
+        sentinel: Child,
+        url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Sentinels {
+        fn drop(&mut self) {
+            let _ = self.sentinel.kill();
+            let _ = self.sentinel.wait();
+        }
+    }
+
+    fn port_of(url: &str) -> String {
+        url.rsplit(':').next().unwrap().to_owned()
+    }
+
+    async fn query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> Option<T> {
+        let client = redis::Client::open(url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        cmd.query_async(&mut conn).await.ok()
+    }
+
+    impl Sentinels {
+        async fn start() -> Sentinels {
+            let master = Server::start().await;
+            let replica =
+                Server::start_with(&["--replicaof", "127.0.0.1", &port_of(&master.url)]).await;
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor main 127.0.0.1 {} 1\n\
+                     sentinel down-after-milliseconds main 500\nsentinel failover-timeout main 3000\n",
+                    dir.path().display(),
+                    port_of(&master.url)
+                ),
+            )
+            .unwrap();
+            let sentinel = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            let sentinels = Sentinels {
+                master: Some(master),
+                replica,
+                sentinel,
+                url: format!("redis://127.0.0.1:{port}"),
+                _dir: dir,
+            };
+            // Ready once the Sentinel knows the master and its replica.
+            for _ in 0..200 {
+                let replicas: Option<Vec<redis::Value>> = query(
+                    &sentinels.url,
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg("main"),
+                )
+                .await;
+                if replicas.is_some_and(|r| !r.is_empty()) {
+                    return sentinels;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the Sentinel never saw the replica");
+        }
+    }
+
+    #[tokio::test]
+    async fn sentinel_finds_the_master_and_follows_a_failover() {
+        let mut sentinels = Sentinels::start().await;
+        let n = AtomicUsize::new(0);
+        let url = sentinels.url.clone();
+        crate::store::conformance::run(|max| {
+            let prefix = format!("s{}:", n.fetch_add(1, Ordering::Relaxed));
+            let store = RedisStore::sentinel(
+                &[url.as_str()],
+                "main",
+                None,
+                &prefix,
+                max,
+                Duration::from_secs(1),
+            )
+            .unwrap();
+            async move { store }
+        })
+        .await;
+
+        let store = RedisStore::sentinel(
+            &[url.as_str()],
+            "main",
+            None,
+            "f:",
+            10,
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        let key = StoreKey::hash(b"survives failover");
+        assert!(
+            store
+                .create(
+                    &key,
+                    b"kept".to_vec(),
+                    SystemTime::now() + Duration::from_secs(600)
+                )
+                .await
+                .unwrap()
+        );
+        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let replica_url = sentinels.replica.url.clone();
+        let mut replicated = false;
+        for _ in 0..100 {
+            let exists: Option<i64> =
+                query(&replica_url, redis::cmd("EXISTS").arg(format!("f:s:{hex}"))).await;
+            if exists == Some(1) {
+                replicated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(replicated, "the write reached the replica");
+
+        sentinels.master = None; // killed
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(v)) = store.load(&key).await {
+                assert_eq!(v, b"kept");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the store never found the new master"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "sentinel failover: the store answered from the new master after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            store
+                .update(
+                    &key,
+                    b"written to the new master".to_vec(),
+                    SystemTime::now() + Duration::from_secs(600)
+                )
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]

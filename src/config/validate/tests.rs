@@ -329,3 +329,36 @@ fn redis_cluster_nodes_are_checked() {
     );
     assert!(e[1].starts_with("session.redis: set either url"), "{e:?}");
 }
+
+#[test]
+fn redis_sentinel_needs_a_master_name_and_nodes() {
+    let yaml = base().replace(
+        "session:\n",
+        "session:\n  store: redis\n  redis: { url: \"redis://:pw@ignored/1\", sentinel: { master: main, nodes: [\"redis://10.0.0.1:26379\"] } }\n",
+    );
+    match Config::parse(&yaml, Path::new("."), &env())
+        .unwrap()
+        .session
+        .store
+    {
+        StoreConfig::Redis {
+            sentinel: Some((master, nodes)),
+            ..
+        } => {
+            assert_eq!(master, "main");
+            assert_eq!(nodes.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = errors(&base().replace(
+        "session:\n",
+        "session:\n  store: redis\n  redis: { sentinel: { nodes: [] } }\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "session.redis.sentinel.master: is required: the name the Sentinels monitor the master by",
+            "session.redis.sentinel.nodes: at least one Sentinel URL is required, such as redis://10.0.0.1:26379",
+        ]
+    );
+}

@@ -16,19 +16,33 @@ pub struct Redis {
 impl Redis {
     /// Starts Redis on a free port.
     pub async fn start() -> Redis {
-        let port = super::free_port();
-        let mut redis = Redis {
-            url: format!("redis://127.0.0.1:{port}"),
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        redis.resume().await;
-        redis
+        for _ in 0..5 {
+            let port = super::free_port();
+            let mut redis = Redis {
+                url: format!("redis://127.0.0.1:{port}"),
+                port,
+                dir: tempfile::tempdir().unwrap(),
+                child: None,
+            };
+            if redis.launch().await {
+                return redis;
+            }
+            // Another test took the port between choosing and binding it: `redis` is dropped
+            // (its child killed) and another port tried.
+        }
+        panic!("redis-server did not start");
     }
 
     /// Starts the server again on the same port and data.
     pub async fn resume(&mut self) {
+        assert!(
+            self.launch().await,
+            "redis-server did not start again on its port"
+        );
+    }
+
+    /// Starts the child; true once the server answering on the port is this child.
+    async fn launch(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -44,17 +58,20 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
+        let pid = format!("process_id:{}", child.id());
         self.child = Some(child);
-        let ready = super::eventually(Duration::from_secs(10), || async {
+        let answer = super::eventually(Duration::from_secs(10), || async {
             let client = redis::Client::open(self.url.as_str()).ok()?;
             let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
                 .await
-                .ok()
+                .ok()?;
+            Some(info.lines().any(|l| l.trim() == pid))
         })
         .await;
-        assert!(ready.is_some(), "redis-server did not start");
+        answer == Some(true)
     }
 
     /// Stops the server (SIGTERM: it flushes its append-only file and exits).
