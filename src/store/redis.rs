@@ -15,7 +15,6 @@
 //! failure; every call is bounded by `session.redis.timeout`, so a lost Redis answers `503`
 //! quickly instead of hanging requests.
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -304,14 +303,7 @@ impl RedisStore {
     }
 
     fn key(&self, kind: &str, key: &StoreKey) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + kind.len() + 65);
-        s.push_str(&self.prefix);
-        s.push_str(kind);
-        s.push(':');
-        for b in key.as_bytes() {
-            let _ = write!(s, "{b:02x}");
-        }
-        s
+        format!("{}{kind}:{}", self.prefix, key.to_hex())
     }
 
     fn logins_index(&self) -> String {
@@ -801,7 +793,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = key.to_hex();
         let replica_url = sentinels.replica.url.clone();
         let mut replicated = false;
         for _ in 0..100 {
@@ -863,7 +855,7 @@ mod tests {
         let key = StoreKey::hash(b"k");
         let expires = SystemTime::now() + Duration::from_secs(90);
         assert!(store.create(&key, b"v".to_vec(), expires).await.unwrap());
-        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = key.to_hex();
         let pttl: i64 = store
             .query(redis::cmd("PTTL").arg(format!("app:s:{hex}")))
             .await

@@ -132,12 +132,7 @@ async fn a_lock_left_by_a_dead_instance_delays_the_refresh_only_until_it_expires
     a.login("alice", "/").await;
     // An instance took the refresh lock and died: the lock stays until its expiry.
     let id = SessionId::parse(&a.cookie("sallyport").unwrap()).unwrap();
-    let hex: String = id
-        .store_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = id.store_key().to_hex();
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("SET")
         .arg(format!("it:lock:{hex}"))
