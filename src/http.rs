@@ -10,6 +10,7 @@ pub mod backchannel;
 pub mod cors;
 pub mod csrf;
 pub mod error;
+pub mod forward;
 pub mod session_api;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/auth/health", get(session_api::health))
         .route("/auth/ready", get(session_api::ready))
+        .route("/auth/verify", get(forward::verify))
+        .route("/auth/forward", get(forward::verify))
         .route("/api/auth/session", get(session_api::session))
         .fallback(api::fallback)
         .layer(axum::middleware::from_fn_with_state(

@@ -7,6 +7,7 @@ mod harness;
 
 mod backchannel;
 mod cli;
+mod forward;
 mod id_tokens;
 mod login;
 mod multi;

@@ -29,6 +29,8 @@ pub struct GatewayOptions {
     pub dead_upstream: String,
     /// Extra top-level YAML (`static:`, `cors:`…).
     pub extra_yaml: String,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: &'static str,
 }
 
 impl GatewayOptions {
@@ -45,6 +47,7 @@ impl GatewayOptions {
             provider_yaml: String::new(),
             dead_upstream: format!("http://127.0.0.1:{}", super::free_port()),
             extra_yaml: String::new(),
+            trusted_proxies: "[]",
         }
     }
 
@@ -62,6 +65,7 @@ server:
   listen: 127.0.0.1:{port}
   public_url: http://localhost:{port}
   shutdown_grace: 2s
+  trusted_proxies: {trusted_proxies}
 providers:
   main:
     issuer: {issuer}
@@ -132,6 +136,7 @@ routes:
             upstream = self.upstream,
             dead = self.dead_upstream,
             extra_yaml = self.extra_yaml,
+            trusted_proxies = self.trusted_proxies,
         )
     }
 

@@ -1,0 +1,195 @@
+//! `GET /auth/verify` (alias `/auth/forward`): forward-auth for edge proxies (Traefik
+//! ForwardAuth, nginx `auth_request`). The same session checks as the proxy path, no proxying.
+//!
+//! The original request is read from `X-Forwarded-Method/Proto/Host/Uri` (Traefik) or
+//! `X-Original-Method/URI` (nginx), but only from peers in `server.trusted_proxies`; anyone else's
+//! claims about the original request are ignored. Authenticated: `200` with the identity headers,
+//! and — to trusted proxies only, never to a browser calling this endpoint directly — the
+//! `Authorization: Bearer …` the matched route's service wants, refreshed as on the proxy path.
+//! Not authenticated: `401` JSON for API-style requests and for nginx (whose `auth_request`
+//! accepts only 2xx, 401 and 403); a `302` to login for Traefik navigations.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::TokenMode;
+use crate::proxy::headers::{X_AUTH_EMAIL, X_AUTH_USER};
+use crate::session::manager::Lookup;
+
+/// Whether `ip` is in one of the trusted networks.
+pub fn is_trusted(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    networks.iter().any(|(net, prefix)| match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(*n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(*n) & mask
+        }
+        _ => false,
+    })
+}
+
+/// The original request as the edge describes it.
+struct Original {
+    uri: Option<String>,
+    /// nginx's `auth_request` cannot pass a redirect on.
+    nginx: bool,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn original(headers: &HeaderMap, trusted: bool) -> Original {
+    if !trusted {
+        return Original {
+            uri: None,
+            nginx: false,
+        };
+    }
+    match header(headers, "x-original-uri") {
+        Some(uri) => Original {
+            uri: Some(uri.to_owned()),
+            nginx: true,
+        },
+        None => Original {
+            uri: header(headers, "x-forwarded-uri").map(str::to_owned),
+            nginx: false,
+        },
+    }
+}
+
+/// The handler.
+pub async fn verify(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let trusted = is_trusted(peer.ip(), &app.config.server.trusted_proxies);
+    let original = original(&headers, trusted);
+    let path = original
+        .uri
+        .as_deref()
+        .map(|u| u.split(['?', '#']).next().unwrap_or(u));
+    let route = path
+        .and_then(|p| app.proxy.routes().find(p))
+        .and_then(Result::ok)
+        .map(|m| m.route);
+
+    let session = match app.sessions.lookup(&headers).await? {
+        Lookup::Found(s) => s,
+        Lookup::NoCookie | Lookup::Ended => {
+            return Ok(unauthenticated(&app, &headers, &original, route.is_some()));
+        }
+    };
+    let service = route.map(|r| app.proxy.upstream(r.service));
+    let session = match service.map(|s| s.token) {
+        Some(TokenMode::User) => {
+            let provider = app
+                .provider(Some(&session.record.provider))
+                .ok_or_else(ApiError::session_expired)?;
+            app.broker
+                .ensure_fresh(&app.sessions, provider, session)
+                .await?
+        }
+        _ => session,
+    };
+
+    let mut resp = StatusCode::OK.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Claims with control characters never become headers (from_str refuses them).
+    if let Ok(v) = HeaderValue::from_str(&session.record.sub) {
+        h.insert(X_AUTH_USER.clone(), v);
+    }
+    if let Some(v) = session
+        .record
+        .claims
+        .get("email")
+        .and_then(|e| e.as_str())
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
+        h.insert(X_AUTH_EMAIL.clone(), v);
+    }
+    let bearer = match service.map(|s| s.token) {
+        Some(TokenMode::User) => Some(session.record.access_token.expose()),
+        Some(TokenMode::IdToken) => Some(session.record.id_token.expose()),
+        _ => None,
+    };
+    // Only a trusted edge gets the token: a browser calling /auth/verify itself must not.
+    if let (true, Some(token)) = (trusted, bearer)
+        && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        v.set_sensitive(true);
+        h.insert(header::AUTHORIZATION, v);
+    }
+    Ok(resp)
+}
+
+fn unauthenticated(
+    app: &AppState,
+    headers: &HeaderMap,
+    original: &Original,
+    api_route: bool,
+) -> Response {
+    let api_style = api_route
+        || header(headers, "accept").is_some_and(|a| a.contains("application/json"))
+        || headers.contains_key("x-requested-with");
+    let login = original
+        .uri
+        .as_deref()
+        .and_then(|u| super::auth::safe_return_to(u, &app.config.server.public_url))
+        .map(|to| {
+            format!(
+                "/auth/login?return_to={}",
+                url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+            )
+        });
+    match login {
+        Some(location) if !api_style && !original.nginx => {
+            let mut resp = StatusCode::FOUND.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        _ => ApiError::not_authenticated().into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_networks_match_by_prefix() {
+        let nets = [
+            ("10.0.0.0".parse().unwrap(), 8),
+            ("::1".parse().unwrap(), 128),
+            ("192.168.1.7".parse().unwrap(), 32),
+        ];
+        for ip in ["10.1.2.3", "::1", "192.168.1.7", "::ffff:10.9.9.9"] {
+            assert!(is_trusted(ip.parse().unwrap(), &nets), "{ip}");
+        }
+        for ip in ["11.0.0.1", "192.168.1.8", "::2", "127.0.0.1"] {
+            assert!(!is_trusted(ip.parse().unwrap(), &nets), "{ip}");
+        }
+        assert!(is_trusted(
+            "8.8.8.8".parse().unwrap(),
+            &[("0.0.0.0".parse().unwrap(), 0)]
+        ));
+    }
+}
