@@ -4,6 +4,7 @@
 pub mod bad_provider;
 pub mod browser;
 pub mod gateway;
+pub mod nginx;
 pub mod provider;
 pub mod redis;
 pub mod upstream;

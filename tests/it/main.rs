@@ -11,6 +11,7 @@ mod forward;
 mod id_tokens;
 mod login;
 mod multi;
+mod nginx;
 mod process;
 mod proxy;
 mod refresh;
