@@ -106,6 +106,8 @@ pub struct ProviderConfig {
     pub id_token_algs: Vec<jsonwebtoken::Algorithm>,
     /// Allowed clock difference for `exp`/`iat`.
     pub clock_skew: Duration,
+    /// Audiences a client's bearer JWT must name (`session_or_bearer` routes).
+    pub bearer_audiences: Vec<String>,
 }
 
 /// `session`.
@@ -210,6 +212,8 @@ pub enum AuthMode {
     Session,
     /// A session is used when present.
     Optional,
+    /// A session, or a bearer JWT the client sends itself (machine clients).
+    SessionOrBearer,
     /// No session is read.
     None,
 }

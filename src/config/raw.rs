@@ -83,6 +83,9 @@ pub(crate) struct RawProvider {
     pub(crate) id_token_algs: Option<Vec<String>>,
     /// Allowed clock difference with the provider (default `60s`).
     pub(crate) clock_skew: Option<String>,
+    /// Audiences a client's bearer JWT must name on `session_or_bearer` routes (no default).
+    #[serde(default)]
+    pub(crate) bearer_audiences: Vec<String>,
 }
 
 /// `session`.

@@ -260,6 +260,18 @@ impl Validator {
         }
         let services = self.services(raw.services);
         let routes = self.routes(raw.routes, &services);
+        if let Some(providers) = &providers
+            && providers.iter().all(|p| p.bearer_audiences.is_empty())
+        {
+            for (i, r) in routes.iter().enumerate() {
+                if r.auth == AuthMode::SessionOrBearer {
+                    self.err(
+                            &format!("routes[{i}].auth"),
+                            "session_or_bearer needs providers.<name>.bearer_audiences: the audience(s) your API's access tokens carry (not the client id, which ID tokens carry)",
+                        );
+                }
+            }
+        }
         let static_files = raw.static_files.and_then(|s| {
             let dir = self.required("static.dir", s.dir.as_ref())?;
             Some(StaticConfig {
@@ -516,6 +528,7 @@ impl Validator {
                     discovery_ttl,
                     id_token_algs,
                     clock_skew,
+                    bearer_audiences: p.bearer_audiences,
                 });
             }
         }
@@ -850,9 +863,13 @@ impl Validator {
             let auth = match r.auth.as_deref().unwrap_or("session") {
                 "session" => Some(AuthMode::Session),
                 "optional" => Some(AuthMode::Optional),
+                "session_or_bearer" => Some(AuthMode::SessionOrBearer),
                 "none" => Some(AuthMode::None),
                 _ => {
-                    self.err(&key("auth"), "expected one of session, optional, none");
+                    self.err(
+                        &key("auth"),
+                        "expected one of session, optional, none, session_or_bearer",
+                    );
                     None
                 }
             };

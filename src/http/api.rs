@@ -48,16 +48,36 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         )
         .with_header(header::ALLOW, route.allow.clone()));
     }
+    if route.auth == AuthMode::SessionOrBearer
+        && let Some(token) = client_bearer(req.headers())
+    {
+        // A machine client: its own token, checked and forwarded unchanged. No cookie is
+        // involved, so there is nothing for CSRF to ride on.
+        let claims = validate_bearer(app, &token).await?;
+        let correlation_id = req
+            .extensions()
+            .get::<CorrelationId>()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
+        let mut add = app.proxy.injected(&correlation_id, peer.ip());
+        add.bearer = Some(&token);
+        add.user = claims.sub.as_deref();
+        return app
+            .proxy
+            .forward(req, route.service, &upstream_path, &add)
+            .await;
+    }
+    let required = matches!(route.auth, AuthMode::Session | AuthMode::SessionOrBearer);
     let session = match route.auth {
         AuthMode::None => None,
-        AuthMode::Session | AuthMode::Optional => match app.sessions.lookup(req.headers()).await? {
-            Lookup::Found(s) => Some(s),
-            Lookup::NoCookie if route.auth == AuthMode::Session => {
-                return Err(ApiError::not_authenticated());
+        AuthMode::Session | AuthMode::Optional | AuthMode::SessionOrBearer => {
+            match app.sessions.lookup(req.headers()).await? {
+                Lookup::Found(s) => Some(s),
+                Lookup::NoCookie if required => return Err(ApiError::not_authenticated()),
+                Lookup::Ended if required => return Err(expired(app)),
+                Lookup::NoCookie | Lookup::Ended => None,
             }
-            Lookup::Ended if route.auth == AuthMode::Session => return Err(expired(app)),
-            Lookup::NoCookie | Lookup::Ended => None,
-        },
+        }
     };
     if let Some(s) = &session {
         if super::csrf::is_unsafe(req.method()) {
@@ -104,6 +124,49 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
     app.proxy
         .forward(req, route.service, &upstream_path, &add)
         .await
+}
+
+/// The token of an `Authorization: Bearer …` header, if the client sent one.
+fn client_bearer(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| token.trim().to_owned())
+}
+
+fn invalid_token(cause: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        "the bearer token was refused",
+    )
+    .with_cause(cause)
+    .with_header(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    )
+}
+
+async fn validate_bearer(
+    app: &AppState,
+    token: &str,
+) -> Result<crate::oidc::bearer::BearerClaims, ApiError> {
+    use crate::oidc::bearer::BearerError;
+    let issuer = crate::oidc::unverified_issuer(token)
+        .ok_or_else(|| invalid_token(BearerError::UnknownIssuer))?;
+    let provider = app
+        .providers
+        .iter()
+        .find(|p| p.config().issuer == issuer && !p.config().bearer_audiences.is_empty())
+        .ok_or_else(|| invalid_token(BearerError::UnknownIssuer))?;
+    let now = app.sessions.clock().unix() as i64;
+    provider
+        .validate_bearer(token, now)
+        .await
+        .map_err(|e| match e {
+            Ok(reason) => invalid_token(reason),
+            Err(unavailable) => ApiError::provider_unavailable(unavailable),
+        })
 }
 
 async fn fresh(app: &AppState, session: Loaded) -> Result<Loaded, ApiError> {

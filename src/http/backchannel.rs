@@ -4,8 +4,6 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderValue, StatusCode, header};
 
 use super::AppState;
@@ -28,14 +26,6 @@ fn refused(reason: impl std::error::Error + Send + Sync + 'static) -> ApiError {
 #[error("{0}")]
 struct Malformed(&'static str);
 
-/// The `iss` of a JWT, read without verifying it: only to choose which provider's keys verify it.
-fn unverified_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
-}
-
 /// The handler.
 pub async fn backchannel_logout(
     State(app): State<AppState>,
@@ -45,8 +35,8 @@ pub async fn backchannel_logout(
         .find(|(k, _)| k == "logout_token")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| refused(Malformed("no logout_token form field")))?;
-    let issuer =
-        unverified_issuer(&token).ok_or_else(|| refused(Malformed("logout token unreadable")))?;
+    let issuer = crate::oidc::unverified_issuer(&token)
+        .ok_or_else(|| refused(Malformed("logout token unreadable")))?;
     let provider = app
         .providers
         .iter()

@@ -6,6 +6,7 @@
 mod harness;
 
 mod backchannel;
+mod bearer;
 mod cli;
 mod forward;
 mod id_tokens;

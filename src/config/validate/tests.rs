@@ -362,3 +362,25 @@ fn redis_sentinel_needs_a_master_name_and_nodes() {
         ]
     );
 }
+
+#[test]
+fn bearer_routes_need_declared_audiences() {
+    let yaml = base().replace(
+        "    upstream_path: /v1/orders/*",
+        "    upstream_path: /v1/orders/*\n    auth: session_or_bearer",
+    );
+    let e = errors(&yaml);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "routes[0].auth: session_or_bearer needs providers.<name>.bearer_audiences"
+        ),
+        "{e:?}"
+    );
+    let ok = yaml.replace(
+        "    client_secret: ${CLIENT_SECRET}",
+        "    client_secret: ${CLIENT_SECRET}\n    bearer_audiences: [orders-api]",
+    );
+    let c = Config::parse(&ok, Path::new("."), &env()).unwrap();
+    assert_eq!(c.routes[0].auth, AuthMode::SessionOrBearer);
+}

@@ -140,8 +140,8 @@ impl BadProvider {
         inner.signing = inner.published.len() - 1;
     }
 
-    /// A logout token with `claims`, signed with the current key (`typ` as given).
-    pub fn logout_token(&self, claims: &serde_json::Value, typ: Option<&str>) -> String {
+    /// A JWT (logout token, access token…) with `claims`, signed with the current key.
+    pub fn sign(&self, claims: &serde_json::Value, typ: Option<&str>) -> String {
         let inner = self.shared.inner.lock().unwrap();
         let key = &inner.published[inner.signing];
         let mut header = Header::new(Algorithm::ES256);
@@ -150,8 +150,8 @@ impl BadProvider {
         jsonwebtoken::encode(&header, claims, &key.enc).unwrap()
     }
 
-    /// A logout token signed by a key that is not the provider's.
-    pub fn forged_logout_token(&self, claims: &serde_json::Value) -> String {
+    /// A JWT signed by a key that is not the provider's.
+    pub fn forged(&self, claims: &serde_json::Value) -> String {
         let kid = self.shared.inner.lock().unwrap().published[0].kid.clone();
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid);
