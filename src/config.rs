@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// How long in-flight requests may finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// Login starts and failed callbacks/verifications allowed per client IP and window.
+    pub rate_limit: (u32, Duration),
 }
 
 impl ServerConfig {

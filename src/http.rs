@@ -11,6 +11,7 @@ pub mod cors;
 pub mod csrf;
 pub mod error;
 pub mod forward;
+pub mod limits;
 pub mod session_api;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub proxy: Proxy,
     /// Static SPA files, if configured.
     pub assets: Option<assets::Assets>,
+    /// Per-client-IP limit on Sallyport's login and check endpoints.
+    pub limiter: limits::RateLimiter,
 }
 
 impl AppState {
@@ -78,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/forward", get(forward::verify))
         .route("/api/auth/session", get(session_api::session))
         .fallback(api::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::middleware,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::middleware,

@@ -86,6 +86,10 @@ impl Gateway {
             broker: tokens::Broker::new(config.tokens.refresh_before),
             proxy: proxy::Proxy::new(&config)?,
             assets: config.static_files.as_ref().map(http::assets::Assets::new),
+            limiter: http::limits::RateLimiter::new(
+                config.server.rate_limit.0,
+                config.server.rate_limit.1,
+            ),
             providers,
             sessions,
             config,

@@ -57,6 +57,18 @@ pub(crate) struct RawServer {
     pub(crate) trusted_proxies: Vec<String>,
     /// How long in-flight requests may finish after SIGTERM (default `10s`).
     pub(crate) shutdown_grace: Option<String>,
+    /// Per-client-IP limit on login starts and failed callbacks/verifications.
+    pub(crate) rate_limit: Option<RawRateLimit>,
+}
+
+/// `server.rate_limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    /// Counted requests per window (default 60).
+    pub(crate) limit: Option<u32>,
+    /// Window length (default `1m`).
+    pub(crate) window: Option<String>,
 }
 
 /// `providers.<name>`.

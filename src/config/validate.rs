@@ -352,8 +352,24 @@ impl Validator {
             raw.shutdown_grace.as_ref(),
             Duration::from_secs(10),
         );
+        let rate_limit = (
+            match raw.rate_limit.as_ref().and_then(|r| r.limit) {
+                Some(0) => {
+                    self.err("server.rate_limit.limit", "must be at least 1");
+                    60
+                }
+                Some(n) => n,
+                None => 60,
+            },
+            self.positive_duration(
+                "server.rate_limit.window",
+                raw.rate_limit.as_ref().and_then(|r| r.window.as_ref()),
+                Duration::from_secs(60),
+            ),
+        );
         let public_url = public_url?;
         Some(ServerConfig {
+            rate_limit,
             listen: listen?,
             public_origin: public_url.origin().ascii_serialization(),
             public_url,

@@ -560,9 +560,13 @@ async fn the_absolute_timeout_ends_even_active_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_logins_is_bounded_and_expires() {
+    // The store's bound must hold even when no rate limit stops the flood (many addresses).
     let stack = Stack::start_with(
         |_| {},
-        |g| g.session_yaml = "  max_pending_logins: 50".into(),
+        |g| {
+            g.session_yaml = "  max_pending_logins: 50".into();
+            g.server_yaml = "  rate_limit: { limit: 100000, window: 1m }".into();
+        },
     )
     .await;
     let first = stack.browser();

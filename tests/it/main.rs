@@ -10,6 +10,7 @@ mod bearer;
 mod cli;
 mod forward;
 mod id_tokens;
+mod limits;
 mod login;
 mod multi;
 mod nginx;

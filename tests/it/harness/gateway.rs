@@ -31,6 +31,8 @@ pub struct GatewayOptions {
     pub extra_yaml: String,
     /// `server.trusted_proxies`.
     pub trusted_proxies: &'static str,
+    /// Extra YAML lines under `server:`.
+    pub server_yaml: String,
 }
 
 impl GatewayOptions {
@@ -48,6 +50,7 @@ impl GatewayOptions {
             dead_upstream: format!("http://127.0.0.1:{}", super::free_port()),
             extra_yaml: String::new(),
             trusted_proxies: "[]",
+            server_yaml: String::new(),
         }
     }
 
@@ -66,6 +69,7 @@ server:
   public_url: http://localhost:{port}
   shutdown_grace: 2s
   trusted_proxies: {trusted_proxies}
+{server_yaml}
 providers:
   main:
     issuer: {issuer}
@@ -137,6 +141,7 @@ routes:
             dead = self.dead_upstream,
             extra_yaml = self.extra_yaml,
             trusted_proxies = self.trusted_proxies,
+            server_yaml = self.server_yaml,
         )
     }
 

@@ -1,0 +1,151 @@
+//! Sallyport's own answers: `no-store` and security headers on `/auth/*` and
+//! `/api/auth/session`, and a per-client-IP rate limit on login starts and on failed callbacks
+//! and verifications (`429` with `Retry-After`).
+//!
+//! The limiter counts in fixed windows per IP, in process memory (each instance limits on its
+//! own); the map is bounded, so a flood from many addresses cannot grow it without limit.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// How many addresses the limiter tracks at most.
+const MAX_TRACKED: usize = 100_000;
+
+/// Counts requests per client address in fixed windows.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    window: Duration,
+    counts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    /// At most `limit` counted requests per address per `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// `Some(retry_after)` when `ip` is over its limit.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (start, n) = counts.get(&ip)?;
+        let elapsed = start.elapsed();
+        (*n >= self.limit && elapsed < self.window).then(|| self.window - elapsed)
+    }
+
+    /// Counts one request of `ip`.
+    pub fn count(&self, ip: IpAddr) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() >= MAX_TRACKED && !counts.contains_key(&ip) {
+            let window = self.window;
+            counts.retain(|_, (start, _)| start.elapsed() < window);
+            if counts.len() >= MAX_TRACKED {
+                return; // still full of live windows: count nothing rather than grow
+            }
+        }
+        let entry = counts.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= self.window {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+/// Whether a response to `path` counts against the client's limit.
+fn counts(path: &str, status: StatusCode) -> bool {
+    match path {
+        // Every login start creates a pending login: count them all.
+        "/auth/login" => true,
+        "/auth/callback" | "/auth/verify" | "/auth/forward" => status.is_client_error(),
+        _ => false,
+    }
+}
+
+/// The middleware for Sallyport's own endpoints.
+pub async fn middleware(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let own = path.starts_with("/auth/") || path == "/api/auth/session";
+    if !own {
+        return next.run(req).await;
+    }
+    let limited = matches!(
+        path,
+        "/auth/login" | "/auth/callback" | "/auth/verify" | "/auth/forward"
+    );
+    let ip = peer.ip();
+    if limited && let Some(wait) = app.limiter.blocked(ip) {
+        let secs = wait.as_secs().max(1);
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many attempts; try again later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+        .into_response();
+    }
+    let path = path.to_owned();
+    let mut resp = next.run(req).await;
+    if limited && counts(&path, resp.status()) {
+        app.limiter.count(ip);
+    }
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_applies_per_address_and_window() {
+        let l = RateLimiter::new(3, Duration::from_millis(200));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(l.blocked(a).is_none());
+            l.count(a);
+        }
+        let wait = l.blocked(a).expect("over the limit");
+        assert!(wait <= Duration::from_millis(200));
+        assert!(l.blocked(b).is_none(), "another address is not affected");
+        std::thread::sleep(Duration::from_millis(220));
+        assert!(l.blocked(a).is_none(), "a new window starts");
+    }
+}

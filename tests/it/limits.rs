@@ -1,0 +1,118 @@
+//! Rate limits on Sallyport's login and check endpoints, and the headers on its own answers.
+
+use std::net::IpAddr;
+
+use reqwest::StatusCode;
+
+use crate::login::Stack;
+
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_starts_and_failed_checks_are_rate_limited_per_client_ip() {
+    let stack = Stack::start_with(
+        |_| {},
+        |g| g.server_yaml = "  rate_limit: { limit: 5, window: 1m }".into(),
+    )
+    .await;
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", stack.opts.port);
+
+    let flood = client_from("127.0.0.1");
+    for i in 0..5 {
+        let resp = flood.get(url("/auth/login")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND, "login {i}");
+    }
+    let resp = flood.get(url("/auth/login")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    // The callback is limited for the same address too.
+    let resp = flood
+        .get(url("/auth/callback?state=x&code=y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another address is not affected, and the proxy path is never limited.
+    let other = client_from("127.0.0.2");
+    assert_eq!(
+        other.get(url("/auth/login")).send().await.unwrap().status(),
+        StatusCode::FOUND
+    );
+    assert_eq!(
+        flood
+            .get(url("/api/public/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // Failed verifications count; after five, a sixth attempt is refused before it is checked.
+    let prober = client_from("127.0.0.3");
+    for _ in 0..5 {
+        assert_eq!(
+            prober
+                .get(url("/auth/verify"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        prober
+            .get(url("/auth/verify"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sallyports_own_answers_are_not_stored_sniffed_or_framed() {
+    let stack = Stack::start().await;
+    let http = client_from("127.0.0.1");
+    for path in [
+        "/auth/health",
+        "/auth/ready",
+        "/api/auth/session",
+        "/auth/login?return_to=//evil",
+        "/auth/login",
+        "/auth/nothing",
+    ] {
+        let resp = http
+            .get(format!("http://127.0.0.1:{}{path}", stack.opts.port))
+            .send()
+            .await
+            .unwrap();
+        let h = resp.headers();
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+    }
+}
