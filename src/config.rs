@@ -7,6 +7,7 @@
 mod duration;
 pub mod env;
 mod raw;
+mod size;
 mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -233,6 +234,10 @@ pub struct RouteConfig {
     pub auth: AuthMode,
     /// Allowed methods; `None` allows all.
     pub methods: Option<Vec<Method>>,
+    /// Largest request body in bytes (`None`: no limit).
+    pub max_body: Option<u64>,
+    /// Largest total size of the request headers in bytes.
+    pub max_headers: u64,
 }
 
 /// `static`.

@@ -196,6 +196,10 @@ pub(crate) struct RawRoute {
     pub(crate) auth: Option<String>,
     /// Default: every method.
     pub(crate) methods: Option<Vec<String>>,
+    /// Largest request body, e.g. `10MB` (default: no limit; bodies stream).
+    pub(crate) max_body: Option<String>,
+    /// Largest total of request headers (default `16KiB`).
+    pub(crate) max_headers: Option<String>,
 }
 
 /// `static`.

@@ -903,6 +903,17 @@ impl Validator {
                 }
                 parsed
             });
+            let mut size = |field: &str, value: Option<&String>| {
+                value.and_then(|v| {
+                    let parsed = super::size::parse_size(v);
+                    if parsed.is_none() {
+                        self.err(&key(field), "expected a size such as 512KiB, 10MB or 1GiB (units B, KB, MB, GB, KiB, MiB, GiB)");
+                    }
+                    parsed
+                })
+            };
+            let max_body = size("max_body", r.max_body.as_ref());
+            let max_headers = size("max_headers", r.max_headers.as_ref()).unwrap_or(16 * 1024);
             if let (Some(path), Some(service), Some(auth)) = (path, service, auth) {
                 out.push(RouteConfig {
                     path,
@@ -910,6 +921,8 @@ impl Validator {
                     upstream_path,
                     auth,
                     methods,
+                    max_body,
+                    max_headers,
                 });
             }
         }

@@ -40,6 +40,43 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         }
         None => return not_routed(app, req).await,
     };
+    // Limits first: an oversized request costs no session lookup and never reaches upstream.
+    let header_bytes: u64 = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+        .sum();
+    if header_bytes > route.max_headers {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_headers_too_large",
+            "the request headers are larger than this route allows",
+        ));
+    }
+    let req = match route.max_body {
+        None => req,
+        Some(max) => {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max) {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request_too_large",
+                    "the request body is larger than this route allows",
+                ));
+            }
+            // A body without a declared length is cut off at the limit while it streams.
+            req.map(|body| {
+                Body::new(http_body_util::Limited::new(
+                    body,
+                    usize::try_from(max).unwrap_or(usize::MAX),
+                ))
+            })
+        }
+    };
     if !route.allows(req.method()) {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -27,6 +27,10 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     /// The `Allow` header value for `405`.
     pub allow: http::HeaderValue,
+    /// Largest request body in bytes, if limited.
+    pub max_body: Option<u64>,
+    /// Largest total size of the request headers in bytes.
+    pub max_headers: u64,
 }
 
 /// A matched route and the upstream path for the request.
@@ -83,6 +87,8 @@ impl RouteTable {
                     methods: c.methods.clone(),
                     allow: http::HeaderValue::from_str(&allow)
                         .expect("method names are header-safe"),
+                    max_body: c.max_body,
+                    max_headers: c.max_headers,
                 }
             })
             .collect();
@@ -194,6 +200,8 @@ mod tests {
                 upstream_path: up.map(str::to_owned),
                 auth: AuthMode::Session,
                 methods: None,
+                max_body: None,
+                max_headers: 16 * 1024,
             })
             .collect();
         RouteTable::new(&configs)

@@ -116,3 +116,79 @@ async fn sallyports_own_answers_are_not_stored_sniffed_or_framed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_limit_body_and_header_sizes() {
+    let small = "  - path: /api/small\n    service: public\n    upstream_path: /upload\n    auth: none\n    max_body: 1KiB\n    max_headers: 2KiB\n";
+    let stack = Stack::start_with(|_| {}, |g| g.extra_yaml = small.into()).await;
+    let http = client_from("127.0.0.1");
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", stack.opts.port);
+
+    let resp = http
+        .post(url("/api/small"))
+        .body(vec![b'x'; 512])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["bytes"],
+        512
+    );
+
+    let resp = http
+        .post(url("/api/small"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "a declared length over the limit"
+    );
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["error"],
+        "request_too_large"
+    );
+
+    // A chunked body (no declared length) is cut off at the limit: the upstream never gets it whole.
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 512]))),
+    );
+    let resp = http
+        .post(url("/api/small"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        assert_ne!(resp.status(), StatusCode::OK, "4 KiB passed a 1 KiB limit");
+    }
+
+    let resp = http
+        .get(url("/api/small"))
+        .header("x-big", "z".repeat(3000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["error"],
+        "request_headers_too_large"
+    );
+    // Other routes keep the 16 KiB default.
+    let resp = http
+        .get(url("/api/public/x"))
+        .header("x-big", "z".repeat(3000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = http
+        .get(url("/api/public/x"))
+        .header("x-big", "z".repeat(17 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}

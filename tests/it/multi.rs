@@ -15,7 +15,9 @@ use crate::harness::gateway::Gateway;
 use crate::harness::redis::Redis;
 use crate::login::Stack;
 
-/// Instance A (in the stack) and instance B, both on `redis`.
+/// Instance A (in the stack) and instance B, both on `redis`, each Redis call bounded by
+/// `timeout`. Tests not about timeouts use a generous one: on a loaded 2-core machine, 200
+/// concurrent calls can wait longer than 1 s for Redis, and Sallyport then fails closed (503).
 async fn two_instances(redis: &Redis, timeout: &str) -> (Stack, Gateway) {
     let session_yaml = format!(
         "  store: redis\n  redis: {{ url: \"{}\", key_prefix: \"it:\", timeout: {timeout} }}",
@@ -39,7 +41,7 @@ async fn two_instances(redis: &Redis, timeout: &str) -> (Stack, Gateway) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_made_on_one_instance_works_on_another_and_logout_reaches_both() {
     let redis = Redis::start().await;
-    let (stack, gw_b) = two_instances(&redis, "1s").await;
+    let (stack, gw_b) = two_instances(&redis, "5s").await;
     let a = stack.browser();
     a.login("alice", "/").await;
     let b = Browser::with_jar(&gw_b.url, Arc::clone(&a.jar));
@@ -68,7 +70,7 @@ async fn a_session_made_on_one_instance_works_on_another_and_logout_reaches_both
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_calls_over_two_instances_cause_exactly_one_refresh() {
     let redis = Redis::start().await;
-    let (stack, gw_b) = two_instances(&redis, "1s").await;
+    let (stack, gw_b) = two_instances(&redis, "5s").await;
     let a = stack.browser();
     a.login("alice", "/").await;
     let b = Browser::with_jar(&gw_b.url, Arc::clone(&a.jar));
@@ -82,20 +84,25 @@ async fn two_hundred_calls_over_two_instances_cause_exactly_one_refresh() {
             .map(|i| {
                 let browser = if i % 2 == 0 { a.clone() } else { b.clone() };
                 tokio::spawn(async move {
-                    browser
+                    let page = browser
                         .fetch(Method::GET, &format!("/api/echo/n/{i}"))
-                        .await
-                        .status
+                        .await;
+                    if page.status != StatusCode::OK {
+                        eprintln!("call {i}: {} {}", page.status, page.body);
+                    }
+                    page.status
                 })
             })
             .collect();
-        let mut ok = 0;
+        let mut statuses = std::collections::BTreeMap::new();
         for call in calls {
-            if call.await.unwrap() == StatusCode::OK {
-                ok += 1;
-            }
+            *statuses.entry(call.await.unwrap().as_u16()).or_insert(0) += 1;
         }
-        assert_eq!(ok, 200, "every call succeeds");
+        assert_eq!(
+            statuses.get(&200),
+            Some(&200),
+            "every call succeeds: {statuses:?}"
+        );
         assert_eq!(
             stack.provider.grants("refresh_token").await,
             round,
@@ -127,7 +134,7 @@ async fn two_hundred_calls_over_two_instances_cause_exactly_one_refresh() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lock_left_by_a_dead_instance_delays_the_refresh_only_until_it_expires() {
     let redis = Redis::start().await;
-    let (stack, gw_b) = two_instances(&redis, "1s").await;
+    let (stack, gw_b) = two_instances(&redis, "5s").await;
     let a = stack.browser();
     a.login("alice", "/").await;
     // An instance took the refresh lock and died: the lock stays until its expiry.

@@ -384,3 +384,26 @@ fn bearer_routes_need_declared_audiences() {
     let c = Config::parse(&ok, Path::new("."), &env()).unwrap();
     assert_eq!(c.routes[0].auth, AuthMode::SessionOrBearer);
 }
+
+#[test]
+fn route_size_limits_take_units() {
+    let yaml = base().replace(
+        "    upstream_path: /v1/orders/*",
+        "    upstream_path: /v1/orders/*\n    max_body: 10MB\n    max_headers: 8KiB",
+    );
+    let c = Config::parse(&yaml, Path::new("."), &env()).unwrap();
+    assert_eq!(
+        (c.routes[0].max_body, c.routes[0].max_headers),
+        (Some(10_000_000), 8192)
+    );
+    let e = errors(&base().replace(
+        "    upstream_path: /v1/orders/*",
+        "    upstream_path: /v1/orders/*\n    max_body: 10 MB",
+    ));
+    assert_eq!(
+        e,
+        [
+            "routes[0].max_body: expected a size such as 512KiB, 10MB or 1GiB (units B, KB, MB, GB, KiB, MiB, GiB)"
+        ]
+    );
+}
