@@ -39,6 +39,19 @@ pub enum TokenFailure {
     Store(#[from] StoreError),
 }
 
+/// The token a service with `mode` receives from `record`, if any.
+pub fn token_for(
+    record: &crate::session::SessionRecord,
+    mode: crate::config::TokenMode,
+) -> Option<&str> {
+    use crate::config::TokenMode;
+    match mode {
+        TokenMode::User => Some(record.access_token.expose()),
+        TokenMode::IdToken => Some(record.id_token.expose()),
+        TokenMode::None => None,
+    }
+}
+
 /// Refreshes tokens, one refresh per session at a time.
 #[derive(Debug)]
 pub struct Broker {

@@ -91,11 +91,7 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         // A machine client: its own token, checked and forwarded unchanged. No cookie is
         // involved, so there is nothing for CSRF to ride on.
         let claims = validate_bearer(app, &token).await?;
-        let correlation_id = req
-            .extensions()
-            .get::<CorrelationId>()
-            .map(|c| c.0.clone())
-            .unwrap_or_default();
+        let correlation_id = correlation_id(&req);
         let mut add = app.proxy.injected(&correlation_id, peer.ip());
         add.bearer = Some(&token);
         add.user = claims.sub.as_deref();
@@ -143,20 +139,12 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         (s, _) => s,
     };
 
-    let correlation_id = req
-        .extensions()
-        .get::<CorrelationId>()
-        .map(|c| c.0.clone())
-        .unwrap_or_default();
+    let correlation_id = correlation_id(&req);
     let mut add = app.proxy.injected(&correlation_id, peer.ip());
     if let Some(s) = &session {
         add.user = Some(&s.record.sub);
         add.email = s.record.claims.get("email").and_then(|e| e.as_str());
-        add.bearer = match upstream.token {
-            TokenMode::User => Some(s.record.access_token.expose()),
-            TokenMode::IdToken => Some(s.record.id_token.expose()),
-            TokenMode::None => None,
-        };
+        add.bearer = crate::tokens::token_for(&s.record, upstream.token);
     }
     app.proxy
         .forward(req, route.service, &upstream_path, &add)
@@ -206,7 +194,16 @@ async fn validate_bearer(
         })
 }
 
-async fn fresh(app: &AppState, session: Loaded) -> Result<Loaded, ApiError> {
+/// This request's correlation id (set by the telemetry middleware).
+fn correlation_id(req: &Request<Body>) -> String {
+    req.extensions()
+        .get::<CorrelationId>()
+        .map(|c| c.0.clone())
+        .unwrap_or_default()
+}
+
+/// The session with an access token that is not about to expire (refreshed if needed).
+pub(super) async fn fresh(app: &AppState, session: Loaded) -> Result<Loaded, ApiError> {
     let provider = app
         .provider(Some(&session.record.provider))
         .ok_or_else(ApiError::session_expired)?;

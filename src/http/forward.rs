@@ -40,6 +40,26 @@ pub fn is_trusted(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
     })
 }
 
+/// The client's address: the peer itself, or — when the peer is a trusted proxy — the
+/// rightmost `X-Forwarded-For` entry that is not a trusted proxy (entries to its left could
+/// have been written by the client).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[(IpAddr, u8)]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip, trusted))
+        .unwrap_or(peer)
+}
+
 /// The original request as the edge describes it.
 struct Original {
     uri: Option<String>,
@@ -95,14 +115,7 @@ pub async fn verify(
     };
     let service = route.map(|r| app.proxy.upstream(r.service));
     let session = match service.map(|s| s.token) {
-        Some(TokenMode::User) => {
-            let provider = app
-                .provider(Some(&session.record.provider))
-                .ok_or_else(ApiError::session_expired)?;
-            app.broker
-                .ensure_fresh(&app.sessions, provider, session)
-                .await?
-        }
+        Some(TokenMode::User) => super::api::fresh(&app, session).await?,
         _ => session,
     };
 
@@ -122,11 +135,7 @@ pub async fn verify(
     {
         h.insert(X_AUTH_EMAIL.clone(), v);
     }
-    let bearer = match service.map(|s| s.token) {
-        Some(TokenMode::User) => Some(session.record.access_token.expose()),
-        Some(TokenMode::IdToken) => Some(session.record.id_token.expose()),
-        _ => None,
-    };
+    let bearer = service.and_then(|s| crate::tokens::token_for(&session.record, s.token));
     // Only a trusted edge gets the token: a browser calling /auth/verify itself must not.
     if let (true, Some(token)) = (trusted, bearer)
         && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -191,5 +200,30 @@ mod tests {
             "8.8.8.8".parse().unwrap(),
             &[("0.0.0.0".parse().unwrap(), 0)]
         ));
+    }
+
+    #[test]
+    fn the_client_address_comes_from_trusted_proxies_only() {
+        let nets = [("10.0.0.0".parse().unwrap(), 8)];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"),
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_ip(ip("10.0.0.9"), &h, &nets),
+            ip("2.2.2.2"),
+            "rightmost untrusted entry"
+        );
+        assert_eq!(
+            client_ip(ip("8.8.8.8"), &h, &nets),
+            ip("8.8.8.8"),
+            "an untrusted peer's header is ignored"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.9"), &HeaderMap::new(), &nets),
+            ip("10.0.0.9")
+        );
     }
 }

@@ -97,7 +97,9 @@ pub async fn middleware(
         path,
         "/auth/login" | "/auth/callback" | "/auth/verify" | "/auth/forward"
     );
-    let ip = peer.ip();
+    // Behind an edge proxy every request comes from the proxy: count the client it names.
+    let ip =
+        super::forward::client_ip(peer.ip(), req.headers(), &app.config.server.trusted_proxies);
     if limited && let Some(wait) = app.limiter.blocked(ip) {
         let secs = wait.as_secs().max(1);
         return ApiError::new(

@@ -87,6 +87,54 @@ async fn login_starts_and_failed_checks_are_rate_limited_per_client_ip() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_proxy() {
+    let stack = Stack::start_with(
+        |_| {},
+        |g| {
+            g.trusted_proxies = "[127.0.0.1/32]";
+            g.server_yaml = "  rate_limit: { limit: 3, window: 1m }".into();
+        },
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{}/auth/verify", stack.opts.port);
+    let edge = client_from("127.0.0.1");
+    let via_edge = |client: &'static str| {
+        edge.get(&url)
+            .header("x-original-uri", "/app")
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            via_edge("203.0.113.7").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        via_edge("203.0.113.7").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        via_edge("203.0.113.8").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "another client behind the same proxy is not limited"
+    );
+    // An untrusted peer cannot dodge its limit by naming other addresses.
+    let direct = client_from("127.0.0.2");
+    let spoofing = |fake: &'static str| direct.get(&url).header("x-forwarded-for", fake).send();
+    for fake in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        assert_eq!(
+            spoofing(fake).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        spoofing("198.51.100.4").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sallyports_own_answers_are_not_stored_sniffed_or_framed() {
     let stack = Stack::start().await;
     let http = client_from("127.0.0.1");
