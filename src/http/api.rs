@@ -92,7 +92,9 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         // involved, so there is nothing for CSRF to ride on.
         let claims = validate_bearer(app, &token).await?;
         let correlation_id = correlation_id(&req);
-        let mut add = app.proxy.injected(&correlation_id, peer.ip());
+        let mut add = app
+            .proxy
+            .injected(&correlation_id, client_ip(app, peer, &req));
         add.bearer = Some(&token);
         add.user = claims.sub.as_deref();
         return app
@@ -140,7 +142,9 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
     };
 
     let correlation_id = correlation_id(&req);
-    let mut add = app.proxy.injected(&correlation_id, peer.ip());
+    let mut add = app
+        .proxy
+        .injected(&correlation_id, client_ip(app, peer, &req));
     if let Some(s) = &session {
         add.user = Some(&s.record.sub);
         add.email = s.record.claims.get("email").and_then(|e| e.as_str());
@@ -192,6 +196,11 @@ async fn validate_bearer(
             Ok(reason) => invalid_token(reason),
             Err(unavailable) => ApiError::provider_unavailable(unavailable),
         })
+}
+
+/// The browser's address for `X-Forwarded-For`: behind a trusted proxy, the client it names.
+fn client_ip(app: &AppState, peer: SocketAddr, req: &Request<Body>) -> std::net::IpAddr {
+    super::forward::client_ip(peer.ip(), req.headers(), &app.config.server.trusted_proxies)
 }
 
 /// This request's correlation id (set by the telemetry middleware).

@@ -173,3 +173,35 @@ async fn untrusted_callers_get_no_token_and_their_forwarded_headers_are_ignored(
         "a spoofed original URI is not used for a redirect"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_see_the_client_address_a_trusted_proxy_names_and_no_other() {
+    let trusted = Stack::start_with(|_| {}, |g| g.trusted_proxies = "[127.0.0.1/32]").await;
+    let b = trusted.browser();
+    let page = b
+        .fetch_with(
+            reqwest::Method::GET,
+            "/api/public/x",
+            &[("x-forwarded-for", "203.0.113.9")],
+        )
+        .await;
+    assert_eq!(
+        page.json()["headers"]["x-forwarded-for"],
+        serde_json::json!(["203.0.113.9"])
+    );
+
+    let untrusted = Stack::start().await;
+    let b = untrusted.browser();
+    let page = b
+        .fetch_with(
+            reqwest::Method::GET,
+            "/api/public/x",
+            &[("x-forwarded-for", "203.0.113.9")],
+        )
+        .await;
+    assert_eq!(
+        page.json()["headers"]["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"]),
+        "a spoofed address is replaced"
+    );
+}
