@@ -21,6 +21,10 @@ pub use env::{EnvSource, ProcessEnv};
 
 use crate::secret::{ClientSecret, SessionKey};
 
+/// The header size limit of routes without `max_headers`, and of Sallyport's own endpoints
+/// and static files: 16 KiB, well above what browsers send (a few KiB of cookies).
+pub const DEFAULT_MAX_HEADERS: u64 = 16 * 1024;
+
 /// Everything Sallyport needs to run, checked.
 #[derive(Debug)]
 pub struct Config {

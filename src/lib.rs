@@ -21,6 +21,8 @@
 
 pub mod clock;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod oidc;
 pub mod proxy;

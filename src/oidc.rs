@@ -446,7 +446,7 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
 
 /// Reads the keys of a JWKS, skipping ones this build cannot use (an unknown `kty` must not
 /// make the whole set unusable) and duplicates (some providers publish a key twice).
-fn parse_jwks(doc: &serde_json::Value) -> Vec<Jwk> {
+pub fn parse_jwks(doc: &serde_json::Value) -> Vec<Jwk> {
     let mut keys: Vec<Jwk> = Vec::new();
     for raw in doc
         .get("keys")

@@ -913,7 +913,8 @@ impl Validator {
                 })
             };
             let max_body = size("max_body", r.max_body.as_ref());
-            let max_headers = size("max_headers", r.max_headers.as_ref()).unwrap_or(16 * 1024);
+            let max_headers =
+                size("max_headers", r.max_headers.as_ref()).unwrap_or(super::DEFAULT_MAX_HEADERS);
             if let (Some(path), Some(service), Some(auth)) = (path, service, auth) {
                 out.push(RouteConfig {
                     path,

@@ -41,18 +41,7 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         None => return not_routed(app, req).await,
     };
     // Limits first: an oversized request costs no session lookup and never reaches upstream.
-    let header_bytes: u64 = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
-        .sum();
-    if header_bytes > route.max_headers {
-        return Err(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request_headers_too_large",
-            "the request headers are larger than this route allows",
-        ));
-    }
+    super::limits::check_header_size(req.headers(), route.max_headers)?;
     let req = match route.max_body {
         None => req,
         Some(max) => {
@@ -232,6 +221,7 @@ fn expired(app: &AppState) -> ApiError {
 }
 
 async fn not_routed(app: &AppState, req: Request<Body>) -> Result<Response, ApiError> {
+    super::limits::check_header_size(req.headers(), crate::config::DEFAULT_MAX_HEADERS)?;
     let path = req.uri().path();
     let ours = path.starts_with("/api/")
         || path == "/api"

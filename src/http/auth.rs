@@ -63,7 +63,9 @@ fn redirect(status: StatusCode, location: &str) -> Response {
 /// # Security
 /// Refuses scheme-relative (`//evil`), backslash (`/\evil`, which browsers read as `//`),
 /// absolute URLs, control characters (header injection) and anything that resolves to
-/// another origin.
+/// another origin — including a path that only *normalises* to `//host` (`/.//evil`), which a
+/// browser would read as scheme-relative once it is the `Location` (found by the `return_to`
+/// fuzz target).
 pub fn safe_return_to(raw: &str, public_url: &url::Url) -> Option<String> {
     if raw.len() > 2048 || !raw.starts_with('/') || raw.starts_with("//") || raw.contains('\\') {
         return None;
@@ -83,6 +85,9 @@ pub fn safe_return_to(raw: &str, public_url: &url::Url) -> Option<String> {
     if let Some(f) = resolved.fragment() {
         out.push('#');
         out.push_str(f);
+    }
+    if out.starts_with("//") {
+        return None;
     }
     Some(out)
 }
@@ -487,6 +492,10 @@ mod tests {
             "",
             "/a b",
             "/\tx",
+            "/.//evil.example",
+            "/.///evil.example/x",
+            "/a/..//evil.example",
+            "/%2e//evil.example",
         ] {
             assert_eq!(safe_return_to(bad, &base), None, "{bad:?}");
         }

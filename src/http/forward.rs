@@ -7,17 +7,19 @@
 //! and — to trusted proxies only, never to a browser calling this endpoint directly — the
 //! `Authorization: Bearer …` the matched route's service wants, refreshed as on the proxy path.
 //! Not authenticated: `401` JSON for API-style requests and for nginx (whose `auth_request`
-//! accepts only 2xx, 401 and 403); a `302` to login for Traefik navigations.
+//! accepts only 2xx, 401 and 403); a `302` to login for Traefik navigations. A state-changing
+//! original request (`X-Forwarded-Method`/`X-Original-Method`) must pass the CSRF checks of
+//! the proxy path, or gets `403 csrf_failed`, which the edge returns to the browser.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use super::AppState;
 use super::error::ApiError;
-use crate::config::TokenMode;
+use super::{AppState, csrf};
+use crate::config::{AuthMode, TokenMode};
 use crate::proxy::headers::{X_AUTH_EMAIL, X_AUTH_USER};
 use crate::session::manager::Lookup;
 
@@ -63,6 +65,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[(IpAddr, u8)]) ->
 /// The original request as the edge describes it.
 struct Original {
     uri: Option<String>,
+    /// `GET` when the edge does not say (both recipes do).
+    method: Method,
     /// nginx's `auth_request` cannot pass a redirect on.
     nginx: bool,
 }
@@ -75,18 +79,22 @@ fn original(headers: &HeaderMap, trusted: bool) -> Original {
     if !trusted {
         return Original {
             uri: None,
+            method: Method::GET,
             nginx: false,
         };
     }
-    match header(headers, "x-original-uri") {
-        Some(uri) => Original {
-            uri: Some(uri.to_owned()),
-            nginx: true,
-        },
-        None => Original {
-            uri: header(headers, "x-forwarded-uri").map(str::to_owned),
-            nginx: false,
-        },
+    let nginx = headers.contains_key("x-original-uri");
+    let (uri, method) = if nginx {
+        ("x-original-uri", "x-original-method")
+    } else {
+        ("x-forwarded-uri", "x-forwarded-method")
+    };
+    Original {
+        uri: header(headers, uri).map(str::to_owned),
+        method: header(headers, method)
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(Method::GET),
+        nginx,
     }
 }
 
@@ -113,6 +121,23 @@ pub async fn verify(
             return Ok(unauthenticated(&app, &headers, &original, route.is_some()));
         }
     };
+    // The edge passes the browser's own headers, so a state-changing request it is about to
+    // forward gets the proxy path's CSRF checks here — before anything (a refresh) happens.
+    // Without them, any site could make a logged-in browser POST through the edge. Paths
+    // outside the API routes (server-rendered pages) get the origin check only.
+    if csrf::is_unsafe(&original.method) {
+        match route {
+            Some(r) if r.auth != AuthMode::None => {
+                csrf::check(&headers, &app.config, &session.record.csrf_token, None)?;
+            }
+            _ if !csrf::origin_allowed(&headers, &app.config) => {
+                return Err(ApiError::csrf_failed(
+                    "the request does not come from an allowed origin",
+                ));
+            }
+            _ => {}
+        }
+    }
     let service = route.map(|r| app.proxy.upstream(r.service));
     let session = match service.map(|s| s.token) {
         Some(TokenMode::User) => super::api::fresh(&app, session).await?,

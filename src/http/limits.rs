@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::AppState;
 use super::error::ApiError;
@@ -71,6 +71,29 @@ impl RateLimiter {
     }
 }
 
+/// The size of a request's headers as the limits count it: name, value and `: ` + CRLF each.
+pub fn header_bytes(headers: &HeaderMap) -> u64 {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+        .sum()
+}
+
+/// `431 request_headers_too_large` when `headers` exceed `max`.
+///
+/// # Errors
+/// The `431`.
+pub fn check_header_size(headers: &HeaderMap, max: u64) -> Result<(), ApiError> {
+    if header_bytes(headers) > max {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_headers_too_large",
+            "the request headers are larger than allowed here",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a response to `path` counts against the client's limit.
 fn counts(path: &str, status: StatusCode) -> bool {
     match path {
@@ -92,6 +115,11 @@ pub async fn middleware(
     let own = path.starts_with("/auth/") || path == "/api/auth/session";
     if !own {
         return next.run(req).await;
+    }
+    // Routes carry their own limit (`max_headers`); our endpoints have the default one, checked
+    // before any session or pending login is read.
+    if let Err(e) = check_header_size(req.headers(), crate::config::DEFAULT_MAX_HEADERS) {
+        return e.into_response();
     }
     let limited = matches!(
         path,

@@ -50,6 +50,29 @@ pub struct Injected<'a> {
     pub host: &'a HeaderValue,
 }
 
+/// Client-address headers that upstream frameworks and CDNs trust; Sallyport sets
+/// `X-Forwarded-For` itself, so a browser's own copy of any of these is a spoof.
+const CLIENT_ADDRESS: [&str; 6] = [
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
+
+/// Whether a browser-sent header could make the upstream believe something Sallyport did not
+/// say: identity (`X-Auth-Request-*`), origin and address (`X-Forwarded-*` and the
+/// [`CLIENT_ADDRESS`] family), and path overrides (`X-Original-*`, `X-Rewrite-URL`), which some
+/// frameworks honour over the request line — a known way past path-based access rules.
+fn is_spoofable(name: &str) -> bool {
+    name.starts_with("x-auth-request-")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-original-")
+        || name == "x-rewrite-url"
+        || CLIENT_ADDRESS.contains(&name)
+}
+
 /// Removes hop-by-hop headers and those named in `Connection`; keeps `Upgrade` when
 /// `upgrade` (a WebSocket handshake passes through).
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
@@ -86,12 +109,9 @@ pub fn to_upstream(
     headers.remove(header::HOST);
     headers.remove(header::FORWARDED);
     headers.remove(&X_CORRELATION_ID);
-    headers.remove("x-real-ip");
     let spoofable: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            k.as_str().starts_with("x-auth-request-") || k.as_str().starts_with("x-forwarded-")
-        })
+        .filter(|k| is_spoofable(k.as_str()))
         .cloned()
         .collect();
     for name in spoofable {
@@ -193,6 +213,11 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.2"),
+            ("true-client-ip", "10.0.0.3"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-original-uri", "/admin"),
             ("x-correlation-id", "forged"),
             ("cookie", "sallyport=secret-id; theme=dark"),
             ("connection", "keep-alive, x-drop-me"),
@@ -218,6 +243,15 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-correlation-id"], "cid-1");
         assert!(h.get("forwarded").is_none());
+        for spoof in [
+            "x-real-ip",
+            "true-client-ip",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-original-uri",
+        ] {
+            assert!(h.get(spoof).is_none(), "{spoof}");
+        }
         assert_eq!(h["cookie"], "theme=dark");
         assert!(
             h.get("x-drop-me").is_none() && h.get("te").is_none() && h.get("connection").is_none()

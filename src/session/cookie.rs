@@ -12,17 +12,27 @@ use crate::config::{CookieConfig, SameSite};
 /// How many logins one browser may have in flight (one per tab, say); older ones drop out.
 pub const MAX_LOGINS_PER_BROWSER: usize = 3;
 
-/// The value of the cookie `name` in `headers`, if sent (the first one when sent twice).
+/// The value of the cookie `name` in `headers`, if sent.
+///
+/// # Security
+/// When the name comes more than once with different values, none is used. A browser sends
+/// every cookie whose path and domain match, the most specific path first, so a second value
+/// is a cookie planted for a sub-path or by a sibling subdomain ("cookie tossing"). Taking the
+/// first would let the planter choose the session (or the login state) a request runs under;
+/// taking none only costs the victim a fresh login. The `__Host-` prefix that Sallyport uses on
+/// HTTPS keeps such cookies out in the first place.
 pub fn find<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
+        .filter_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then(|| v.trim_matches('"'))
-        })
+        });
+    let first = values.next()?;
+    values.all(|v| v == first).then_some(first)
 }
 
 /// `Set-Cookie` for a session id, living as long as the session may.
@@ -146,6 +156,28 @@ mod tests {
         assert_eq!(find(&h, "sallyport"), Some("abc"));
         assert_eq!(find(&h, "sallyport-login"), Some("x"));
         assert_eq!(find(&h, "sally"), None);
+    }
+
+    #[test]
+    fn a_second_different_value_makes_the_cookie_unusable() {
+        let mut h = HeaderMap::new();
+        // What a browser sends when a cookie was planted for `/api` next to ours for `/`.
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("sallyport=planted; theme=dark; sallyport=ours"),
+        );
+        assert_eq!(find(&h, "sallyport"), None);
+        assert_eq!(find(&h, "theme"), Some("dark"));
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("sallyport=same; sallyport=same"),
+        );
+        assert_eq!(
+            find(&h, "sallyport"),
+            Some("same"),
+            "an exact repeat is harmless"
+        );
     }
 
     #[test]

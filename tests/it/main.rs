@@ -5,10 +5,12 @@
 
 mod harness;
 
+mod attacks;
 mod backchannel;
 mod bearer;
 mod cli;
 mod forward;
+mod fuzz_corpus;
 mod id_tokens;
 mod limits;
 mod login;

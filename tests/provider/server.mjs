@@ -6,7 +6,7 @@
 // Prints exactly one JSON line to stdout when ready: {"issuer":"http://127.0.0.1:<port>"}
 // Everything else goes to stderr. Exits cleanly on SIGTERM/SIGINT.
 //
-// Accounts: alice / secret, bob / secret. Consent is granted automatically.
+// Accounts: alice / secret, bob / secret, and mallory / secret, whose claims carry CR/LF. Consent is granted automatically.
 // Test-only endpoints: GET /__test/stats, POST /__test/reset.
 
 import crypto from 'node:crypto';
@@ -69,6 +69,15 @@ const ACCOUNTS = new Map([
       sub: 'bob',
       name: 'Bob Example',
       email: 'bob@example.com',
+    },
+  }],
+  // Claims crafted to inject headers wherever a gateway copies them into one.
+  ['mallory', {
+    password: 'secret',
+    claims: {
+      sub: 'mallory',
+      name: 'Mallory\r\nSet-Cookie: sallyport=planted',
+      email: 'mallory@example.com\r\nX-Injected: yes',
     },
   }],
 ]);

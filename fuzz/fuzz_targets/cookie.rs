@@ -1,0 +1,4 @@
+#![no_main]
+//! See `sallyport::fuzzing::cookie` for what this target feeds and asserts.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sallyport::fuzzing::cookie(data));
