@@ -94,21 +94,19 @@ fn build(
 
 /// Removes the cookies named in `names` from the `Cookie` headers, keeping all others.
 pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
-    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    if values.is_empty() {
-        return;
-    }
     let ours = |pair: &str| {
         let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
         names.contains(&key)
     };
-    if !values
+    if !headers
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(';').any(ours))
     {
         return;
     }
+    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
     headers.remove(header::COOKIE);
     let kept: Vec<&str> = values
         .iter()
