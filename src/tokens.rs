@@ -92,6 +92,17 @@ impl Broker {
         if !self.needs_refresh(&session, now) {
             return Ok(session);
         }
+        // The refresh path holds a provider call's state (kilobytes). Boxed, it stays out of
+        // every proxied request's future, which axum moves several times per request.
+        Box::pin(self.refresh_session(sessions, provider, session)).await
+    }
+
+    async fn refresh_session(
+        &self,
+        sessions: &Sessions,
+        provider: &Provider,
+        session: Loaded,
+    ) -> Result<Loaded, TokenFailure> {
         let key = session.key;
         let lock = {
             let mut locks = self

@@ -38,7 +38,8 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
                 "the path has dot segments, empty segments or encoded separators",
             ));
         }
-        None => return not_routed(app, req).await,
+        // Boxed: serving a static file holds a large future that proxied requests need not carry.
+        None => return Box::pin(not_routed(app, req)).await,
     };
     // Limits first: an oversized request costs no session lookup and never reaches upstream.
     super::limits::check_header_size(req.headers(), route.max_headers)?;
@@ -79,7 +80,7 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
     {
         // A machine client: its own token, checked and forwarded unchanged. No cookie is
         // involved, so there is nothing for CSRF to ride on.
-        let claims = validate_bearer(app, &token).await?;
+        let claims = Box::pin(validate_bearer(app, &token)).await?;
         let correlation_id = correlation_id(&req);
         let mut add = app
             .proxy
