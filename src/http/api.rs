@@ -35,7 +35,7 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
-                "the path has dot segments, empty segments or encoded separators",
+                "the path has dot segments, empty segments, encoded separators or invalid escapes",
             ));
         }
         // Boxed: serving a static file holds a large future that proxied requests need not carry.
