@@ -20,15 +20,16 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), plus the old `Proxy-Connection` and `Keep-Alive`.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// As `HeaderName`s, so removing one hashes a known name instead of parsing a string.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 /// What Sallyport adds to a request it forwards.
@@ -76,18 +77,24 @@ fn is_spoofable(name: &str) -> bool {
 /// Removes hop-by-hop headers and those named in `Connection`; keeps `Upgrade` when
 /// `upgrade` (a WebSocket handshake passes through).
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // `Connection` usually says only `keep-alive` or `close`: removed below anyway, so the
+    // common request parses and allocates nothing here.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|name| HeaderName::try_from(name).ok())
         .filter(|name| !(upgrade && name == header::UPGRADE))
         .collect();
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if upgrade {
