@@ -15,10 +15,6 @@ use sallyport::session::SessionRecord;
 use sallyport::session::manager::Sessions;
 use sallyport::store::memory::MemoryStore;
 
-/// The allocator the `sallyport` binary uses, so the figure is what production sees.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();

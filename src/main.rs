@@ -7,12 +7,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sallyport::config::{Config, ProcessEnv};
 use sallyport::telemetry::{self, LogFormat};
 
-/// mimalloc instead of glibc's malloc: the proxy path allocates and frees many small buffers
-/// per request, and glibc's consolidation of freed chunks showed up in profiles of the load
-/// benchmark (bench/run); mimalloc's thread-local free lists avoid it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A Backend-for-Frontend authentication gateway: tokens stay on the server.
 #[derive(Parser)]
 #[command(version, about)]
