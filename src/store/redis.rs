@@ -737,14 +737,23 @@ mod tests {
                 url: format!("redis://127.0.0.1:{port}"),
                 _dir: dir,
             };
-            // Ready once the Sentinel knows the master and its replica.
+            // Ready once the Sentinel knows the master and its replica…
             for _ in 0..200 {
                 let replicas: Option<Vec<redis::Value>> = query(
                     &sentinels.url,
                     redis::cmd("SENTINEL").arg("REPLICAS").arg("main"),
                 )
                 .await;
-                if replicas.is_some_and(|r| !r.is_empty()) {
+                // …and the replica's link to the master is up (its first sync has finished),
+                // so the failover test's write replicates without racing the initial sync.
+                let info: Option<String> = query(
+                    &sentinels.replica.url,
+                    redis::cmd("INFO").arg("replication"),
+                )
+                .await;
+                if replicas.is_some_and(|r| !r.is_empty())
+                    && info.is_some_and(|i| i.contains("master_link_status:up"))
+                {
                     return sentinels;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -796,7 +805,8 @@ mod tests {
         let hex = key.to_hex();
         let replica_url = sentinels.replica.url.clone();
         let mut replicated = false;
-        for _ in 0..100 {
+        // Generous: the whole suite runs in parallel on two CPUs.
+        for _ in 0..300 {
             let exists: Option<i64> =
                 query(&replica_url, redis::cmd("EXISTS").arg(format!("f:s:{hex}"))).await;
             if exists == Some(1) {
