@@ -443,10 +443,8 @@ pub async fn logout(
                 &post_logout,
             );
         }
-    } else if !super::csrf::origin_allowed(&headers, &app.config) {
-        return Err(ApiError::csrf_failed(
-            "the request does not come from an allowed origin",
-        ));
+    } else {
+        super::csrf::check_origin(&headers, &app.config)?;
     }
 
     let wants_json = headers

@@ -130,12 +130,7 @@ pub async fn verify(
             Some(r) if r.auth != AuthMode::None => {
                 csrf::check(&headers, &app.config, &session.record.csrf_token, None)?;
             }
-            _ if !csrf::origin_allowed(&headers, &app.config) => {
-                return Err(ApiError::csrf_failed(
-                    "the request does not come from an allowed origin",
-                ));
-            }
-            _ => {}
+            _ => csrf::check_origin(&headers, &app.config)?,
         }
     }
     let service = route.map(|r| app.proxy.upstream(r.service));

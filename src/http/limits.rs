@@ -72,7 +72,7 @@ impl RateLimiter {
 }
 
 /// The size of a request's headers as the limits count it: name, value and `: ` + CRLF each.
-pub fn header_bytes(headers: &HeaderMap) -> u64 {
+fn header_bytes(headers: &HeaderMap) -> u64 {
     headers
         .iter()
         .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)

@@ -241,7 +241,12 @@ async fn oversized_cookies_and_cookies_planted_for_another_path_are_refused() {
     );
     assert_eq!(upstream_calls(&stack), calls);
     // Sallyport's own endpoints refuse oversized headers too, without reading the session.
-    let resp = with_cookie("/api/auth/session", huge).await.unwrap();
+    let resp = with_cookie("/api/auth/session", huge.clone())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // …and so do paths no route serves (static files, 404s).
+    let resp = with_cookie("/app/page", huge).await.unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     // A session id of the wrong size is no session.
     let resp = with_cookie("/api/echo/x", format!("sallyport={}", "A".repeat(4000)))
