@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -160,6 +161,9 @@ pub enum StoreError {
 
 /// A session backend: holds sealed records by [`StoreKey`], each with an expiry.
 ///
+/// Session records travel as [`Bytes`], so an in-process store hands out the copy it holds
+/// without copying it, and the request path can tell an unchanged record by its bytes.
+///
 /// The contract every implementation passes (see the conformance suite in `store`):
 /// - An expired record is absent: `load` returns `None` once `expires_at` has passed, whether
 ///   or not it was swept yet.
@@ -175,19 +179,19 @@ pub enum StoreError {
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// The sealed session stored under `key`; `None` when absent or expired.
-    async fn load(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn load(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError>;
     /// Stores a new session; `false` (nothing stored) when `key` is taken.
     async fn create(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError>;
     /// Replaces an existing session; `false` (nothing stored) when it is absent.
     async fn update(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError>;
     /// Removes a session; removing an absent one is not an error.

@@ -180,7 +180,7 @@ impl Broker {
         let now = sessions.clock().unix();
         let current = Loaded {
             key,
-            record: record.clone(),
+            record: Arc::clone(&record),
         };
         if !self.needs_refresh(&current, now) {
             return Ok(current);
@@ -195,13 +195,15 @@ impl Broker {
         };
         match provider.refresh(&refresh_token).await {
             Ok(resp) => {
-                record.access_token = resp.access_token;
-                record.access_expires_at = resp.expires_in.map(|s| now + s);
+                // `current` shares the record: this makes the refreshed copy.
+                let fresh = Arc::make_mut(&mut record);
+                fresh.access_token = resp.access_token;
+                fresh.access_expires_at = resp.expires_in.map(|s| now + s);
                 if let Some(rotated) = resp.refresh_token {
-                    record.refresh_token = Some(rotated);
+                    fresh.refresh_token = Some(rotated);
                 }
                 if let Some(id_token) = resp.id_token {
-                    self.accept_refreshed_id_token(provider, &mut record, id_token, now)
+                    self.accept_refreshed_id_token(provider, fresh, id_token, now)
                         .await;
                 }
                 if !sessions.save(&key, &record).await? {

@@ -1,9 +1,16 @@
 //! Sessions as the request path uses them: find the cookie, load and open the record, enforce
 //! the idle and absolute timeouts, and write back only when something changed.
+//!
+//! Opening a record (AES-GCM-SIV, then JSON) is most of a request's own work, so the records
+//! of recently used sessions are kept opened, in [`Opened`]. The store stays the only truth:
+//! every request still loads the sealed bytes, and an opened record is reused only while the
+//! store returns exactly the bytes it was opened from.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderMap;
 
 use super::seal::Sealer;
@@ -51,13 +58,69 @@ impl Owner<'_> {
 pub struct Loaded {
     /// Where the record is stored.
     pub key: StoreKey,
-    /// The opened record.
-    pub record: SessionRecord,
+    /// The opened record, shared with the cache of opened records (change it through
+    /// [`Arc::make_mut`], then [`Sessions::save`]).
+    pub record: Arc<SessionRecord>,
+}
+
+/// How many opened records [`Opened`] keeps: the sessions active at one time on one instance.
+/// Each costs its decoded size (a few KiB, mostly tokens) on top of the store's copy.
+const OPENED_CAPACITY: usize = 4096;
+
+/// Opened records of recently used sessions, each with the sealed bytes it was opened from.
+///
+/// A hit needs the store's current bytes to be the same, so a record changed or ended by
+/// another instance is never served from here. The mutex is held for a map lookup only.
+#[derive(Default)]
+struct Opened {
+    map: Mutex<HashMap<StoreKey, (Bytes, Arc<SessionRecord>)>>,
+}
+
+impl Opened {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StoreKey, (Bytes, Arc<SessionRecord>)>> {
+        // A poisoned map is still a consistent map of immutable entries.
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The record opened from exactly `sealed`, if it is cached.
+    fn get(&self, key: &StoreKey, sealed: &Bytes) -> Option<Arc<SessionRecord>> {
+        let map = self.lock();
+        let (bytes, record) = map.get(key)?;
+        // The memory store hands out its own `Bytes`: equal pointers settle it without a scan.
+        let same =
+            (bytes.as_ptr() == sealed.as_ptr() && bytes.len() == sealed.len()) || bytes == sealed;
+        same.then(|| Arc::clone(record))
+    }
+
+    fn put(&self, key: StoreKey, sealed: Bytes, record: Arc<SessionRecord>) {
+        let evicted = {
+            let mut map = self.lock();
+            let mut evicted = Vec::new();
+            if map.len() >= OPENED_CAPACITY && !map.contains_key(&key) {
+                // Drop an eighth, in the map's arbitrary order: cheap, and a dropped session
+                // is only opened again on its next request.
+                let drop: Vec<StoreKey> = map.keys().take(OPENED_CAPACITY / 8).copied().collect();
+                evicted.extend(drop.iter().filter_map(|k| map.remove(k)));
+            }
+            map.insert(key, (sealed, record));
+            evicted
+        };
+        // Records zeroize their tokens on drop: do that outside the lock.
+        drop(evicted);
+    }
+
+    fn remove(&self, key: &StoreKey) {
+        let removed = self.lock().remove(key);
+        drop(removed);
+    }
 }
 
 /// Loads, creates, saves and ends sessions and pending logins.
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
+    opened: Opened,
     sealer: Sealer,
     clock: Clock,
     idle: Duration,
@@ -80,6 +143,7 @@ impl Sessions {
     pub fn new(store: Arc<dyn SessionStore>, config: &SessionConfig, clock: Clock) -> Self {
         Self {
             store,
+            opened: Opened::default(),
             sealer: Sealer::new(&config.keys),
             clock,
             idle: config.idle_timeout,
@@ -123,7 +187,7 @@ impl Sessions {
         };
         let now = self.clock.unix();
         if now.saturating_sub(record.last_seen) >= self.touch_every {
-            record.last_seen = now;
+            Arc::make_mut(&mut record).last_seen = now;
             if !self.save(&key, &record).await? {
                 return Ok(Lookup::Ended);
             }
@@ -136,27 +200,45 @@ impl Sessions {
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn load(&self, key: &StoreKey) -> Result<Option<SessionRecord>, StoreError> {
+    pub async fn load(&self, key: &StoreKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let Some(sealed) = self.store.load(key).await? else {
+            self.opened.remove(key);
             return Ok(None);
         };
-        let Some(plain) = self.sealer.open(key.as_bytes(), &sealed) else {
-            tracing::warn!(session = ?key, "session record does not open with any configured key");
-            return Ok(None);
-        };
-        let record: SessionRecord = match serde_json::from_slice(&plain) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(session = ?key, error = %e, "session record unreadable");
-                return Ok(None);
+        let record = match self.opened.get(key, &sealed) {
+            Some(record) => record,
+            None => {
+                let Some(record) = self.open(key, &sealed) else {
+                    return Ok(None);
+                };
+                let record = Arc::new(record);
+                self.opened.put(*key, sealed, Arc::clone(&record));
+                record
             }
         };
         let now = self.clock.unix();
         if now >= record.expires_at || now >= record.last_seen.saturating_add(self.idle.as_secs()) {
-            self.store.delete(key).await?;
+            self.delete(key).await?;
             return Ok(None);
         }
         Ok(Some(record))
+    }
+
+    /// Decrypts and decodes a sealed record; `None` (logged) when it does not open.
+    fn open(&self, key: &StoreKey, sealed: &[u8]) -> Option<SessionRecord> {
+        let Some(plain) = self.sealer.open(key.as_bytes(), sealed) else {
+            tracing::warn!(session = ?key, "session record does not open with any configured key");
+            return None;
+        };
+        // The plaintext holds the tokens: wipe it once decoded.
+        let plain = zeroize::Zeroizing::new(plain);
+        match serde_json::from_slice(&plain) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(session = ?key, error = %e, "session record unreadable");
+                None
+            }
+        }
     }
 
     fn store_expiry(&self, record: &SessionRecord) -> std::time::SystemTime {
@@ -167,9 +249,11 @@ impl Sessions {
         )
     }
 
-    fn seal(&self, key: &StoreKey, record: &SessionRecord) -> Vec<u8> {
-        let plain = serde_json::to_vec(record).expect("a session record always serialises");
-        self.sealer.seal(key.as_bytes(), &plain)
+    fn seal(&self, key: &StoreKey, record: &SessionRecord) -> Bytes {
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(record).expect("a session record always serialises"),
+        );
+        Bytes::from(self.sealer.seal(key.as_bytes(), &plain))
     }
 
     /// Stores a new session under a fresh id (never one the browser brought).
@@ -202,10 +286,23 @@ impl Sessions {
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn save(&self, key: &StoreKey, record: &SessionRecord) -> Result<bool, StoreError> {
-        self.store
-            .update(key, self.seal(key, record), self.store_expiry(record))
-            .await
+    pub async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Arc<SessionRecord>,
+    ) -> Result<bool, StoreError> {
+        let sealed = self.seal(key, record);
+        let saved = self
+            .store
+            .update(key, sealed.clone(), self.store_expiry(record))
+            .await?;
+        if saved {
+            // The next request loads these bytes: it finds the record already opened.
+            self.opened.put(*key, sealed, Arc::clone(record));
+        } else {
+            self.opened.remove(key);
+        }
+        Ok(saved)
     }
 
     /// Ends a session.
@@ -213,6 +310,7 @@ impl Sessions {
     /// # Errors
     /// When the store fails.
     pub async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.opened.remove(key);
         self.store.delete(key).await
     }
 
@@ -226,7 +324,7 @@ impl Sessions {
         let mut ended = 0;
         for key in self.store.indexed(&owner).await? {
             if self.store.load(&key).await?.is_some() {
-                self.store.delete(&key).await?;
+                self.delete(&key).await?;
                 ended += 1;
             }
         }
@@ -276,5 +374,99 @@ impl Sessions {
             .sealer
             .open(key.as_bytes(), &sealed)
             .and_then(|plain| serde_json::from_slice(&plain).ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::secret::{AccessToken, IdToken};
+    use crate::store::memory::MemoryStore;
+
+    fn sessions(store: &Arc<MemoryStore>) -> Sessions {
+        let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
+            providers: { main: { issuer: https://id.example.com, client_id: app, client_secret: s } }\n\
+            session: { keys: [\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"] }\n";
+        let config = Config::parse(yaml, Path::new("/"), &HashMap::<String, String>::new())
+            .expect("a valid test config");
+        Sessions::new(Arc::clone(store) as _, &config.session, Clock::default())
+    }
+
+    fn record(sessions: &Sessions, token: &str) -> SessionRecord {
+        let (now, expires_at) = sessions.timestamps();
+        SessionRecord {
+            v: 1,
+            provider: "main".into(),
+            sub: "alice".into(),
+            sid: None,
+            claims: serde_json::Map::new(),
+            id_token: IdToken::new("id".to_owned()),
+            access_token: AccessToken::new(token.to_owned()),
+            access_expires_at: None,
+            refresh_token: None,
+            created_at: now,
+            last_seen: now,
+            expires_at,
+            csrf_token: "csrf".into(),
+        }
+    }
+
+    fn cookie(sessions: &Sessions, id: &SessionId) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let value = format!("{}={}", sessions.cookie().name, id.encode());
+        h.insert(http::header::COOKIE, value.parse().unwrap());
+        h
+    }
+
+    async fn token(sessions: &Sessions, headers: &HeaderMap) -> Option<String> {
+        match sessions.lookup(headers).await.unwrap() {
+            Lookup::Found(s) => Some(s.record.access_token.expose().to_owned()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_record_is_reused_only_while_the_store_holds_its_bytes() {
+        let store = Arc::new(MemoryStore::new(10));
+        // Two instances sharing one store: `other` stands for another Sallyport.
+        let (this, other) = (sessions(&store), sessions(&store));
+        let id = this.create(&record(&this, "first")).await.unwrap();
+        let headers = cookie(&this, &id);
+        assert_eq!(token(&this, &headers).await.as_deref(), Some("first"));
+        let a = this.load(&id.store_key()).await.unwrap().unwrap();
+        let b = this.load(&id.store_key()).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "an unchanged record is opened once");
+
+        // The other instance refreshes the token: this one must see it at once.
+        let refreshed = Arc::new(record(&other, "second"));
+        assert!(other.save(&id.store_key(), &refreshed).await.unwrap());
+        assert_eq!(token(&this, &headers).await.as_deref(), Some("second"));
+
+        // The other instance ends the session: this one must refuse it at once.
+        other.delete(&id.store_key()).await.unwrap();
+        assert!(matches!(
+            this.lookup(&headers).await.unwrap(),
+            Lookup::Ended
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_cache_of_opened_records_stays_bounded() {
+        let store = Arc::new(MemoryStore::new(10));
+        let s = sessions(&store);
+        for i in 0..OPENED_CAPACITY + 100 {
+            let id = s.create(&record(&s, &format!("t{i}"))).await.unwrap();
+            assert!(s.load(&id.store_key()).await.unwrap().is_some());
+        }
+        let cached = s.opened.lock().len();
+        assert!(cached <= OPENED_CAPACITY, "{cached} opened records kept");
+        assert!(
+            cached > OPENED_CAPACITY / 2,
+            "evicting keeps most of the cache"
+        );
     }
 }

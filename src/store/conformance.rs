@@ -1,5 +1,6 @@
 //! The behaviour every [`SessionStore`] must show, run against each backend.
 
+use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,13 +44,17 @@ async fn absent_keys_load_nothing(s: &impl SessionStore) {
 }
 
 async fn create_is_atomic_and_never_overwrites(s: &impl SessionStore) {
-    assert!(s.create(&key(1), b"first".to_vec(), later()).await.unwrap());
+    assert!(
+        s.create(&key(1), Bytes::from_static(b"first"), later())
+            .await
+            .unwrap()
+    );
     assert_eq!(
         s.load(&key(1)).await.unwrap().as_deref(),
         Some(&b"first"[..])
     );
     assert!(
-        !s.create(&key(1), b"second".to_vec(), later())
+        !s.create(&key(1), Bytes::from_static(b"second"), later())
             .await
             .unwrap(),
         "create over a live key must fail"
@@ -62,10 +67,22 @@ async fn create_is_atomic_and_never_overwrites(s: &impl SessionStore) {
 }
 
 async fn update_replaces_but_never_resurrects(s: &impl SessionStore) {
-    assert!(s.create(&key(1), b"v1".to_vec(), later()).await.unwrap());
-    assert!(s.update(&key(1), b"v2".to_vec(), later()).await.unwrap());
+    assert!(
+        s.create(&key(1), Bytes::from_static(b"v1"), later())
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.update(&key(1), Bytes::from_static(b"v2"), later())
+            .await
+            .unwrap()
+    );
     assert_eq!(s.load(&key(1)).await.unwrap().as_deref(), Some(&b"v2"[..]));
-    assert!(!s.update(&key(2), b"ghost".to_vec(), later()).await.unwrap());
+    assert!(
+        !s.update(&key(2), Bytes::from_static(b"ghost"), later())
+            .await
+            .unwrap()
+    );
     assert_eq!(
         s.load(&key(2)).await.unwrap(),
         None,
@@ -73,14 +90,20 @@ async fn update_replaces_but_never_resurrects(s: &impl SessionStore) {
     );
     s.delete(&key(1)).await.unwrap();
     assert!(
-        !s.update(&key(1), b"late".to_vec(), later()).await.unwrap(),
+        !s.update(&key(1), Bytes::from_static(b"late"), later())
+            .await
+            .unwrap(),
         "a late write must not undo a delete"
     );
     assert_eq!(s.load(&key(1)).await.unwrap(), None);
 }
 
 async fn delete_removes_and_is_idempotent(s: &impl SessionStore) {
-    assert!(s.create(&key(1), b"v".to_vec(), later()).await.unwrap());
+    assert!(
+        s.create(&key(1), Bytes::from_static(b"v"), later())
+            .await
+            .unwrap()
+    );
     s.delete(&key(1)).await.unwrap();
     assert_eq!(s.load(&key(1)).await.unwrap(), None);
     s.delete(&key(1)).await.unwrap();
@@ -88,25 +111,33 @@ async fn delete_removes_and_is_idempotent(s: &impl SessionStore) {
 }
 
 async fn expired_sessions_are_absent(s: &impl SessionStore) {
-    assert!(s.create(&key(1), b"old".to_vec(), earlier()).await.unwrap());
+    assert!(
+        s.create(&key(1), Bytes::from_static(b"old"), earlier())
+            .await
+            .unwrap()
+    );
     assert_eq!(
         s.load(&key(1)).await.unwrap(),
         None,
         "expired records load as absent"
     );
     assert!(
-        !s.update(&key(1), b"x".to_vec(), later()).await.unwrap(),
+        !s.update(&key(1), Bytes::from_static(b"x"), later())
+            .await
+            .unwrap(),
         "expired records cannot be updated"
     );
     assert!(
-        s.create(&key(1), b"new".to_vec(), later()).await.unwrap(),
+        s.create(&key(1), Bytes::from_static(b"new"), later())
+            .await
+            .unwrap(),
         "an expired key can be reused"
     );
     assert_eq!(s.load(&key(1)).await.unwrap().as_deref(), Some(&b"new"[..]));
     assert!(
         s.update(
             &key(1),
-            b"short".to_vec(),
+            Bytes::from_static(b"short"),
             SystemTime::now() + Duration::from_millis(300)
         )
         .await
@@ -176,7 +207,11 @@ async fn concurrent_creates_have_one_winner<S: SessionStore>(s: Arc<S>) {
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let s = Arc::clone(&s);
-            tokio::spawn(async move { s.create(&key(7), vec![i], later()).await.unwrap() })
+            tokio::spawn(async move {
+                s.create(&key(7), Bytes::from(vec![i]), later())
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut winners = 0;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::session::{SessionStore, StoreError, StoreKey};
@@ -91,7 +92,7 @@ impl FileStore {
     async fn write_session(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
         allow: fn(bool) -> bool,
     ) -> Result<bool, StoreError> {
@@ -131,7 +132,7 @@ fn owner_range(owner: &StoreKey) -> ([u8; 64], [u8; 64]) {
 
 #[async_trait]
 impl SessionStore for FileStore {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
         let key = *key.as_bytes();
         self.blocking(move |db| {
             let tx = db.begin_read()?;
@@ -139,7 +140,7 @@ impl SessionStore for FileStore {
             let now = millis(SystemTime::now());
             Ok(t.get(&key[..])?.and_then(|v| {
                 let (exp, sealed) = v.value();
-                (exp > now).then(|| sealed.to_vec())
+                (exp > now).then(|| Bytes::copy_from_slice(sealed))
             }))
         })
         .await
@@ -148,7 +149,7 @@ impl SessionStore for FileStore {
     async fn create(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
         self.write_session(key, sealed, expires_at, |live| !live)
@@ -158,7 +159,7 @@ impl SessionStore for FileStore {
     async fn update(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
         self.write_session(key, sealed, expires_at, |live| live)
@@ -350,7 +351,7 @@ mod tests {
             assert!(
                 s.create(
                     &key,
-                    b"kept".to_vec(),
+                    bytes::Bytes::from_static(b"kept"),
                     SystemTime::now() + Duration::from_secs(60)
                 )
                 .await
@@ -368,7 +369,7 @@ mod tests {
         let key = StoreKey::hash(b"k");
         s.create(
             &key,
-            b"old".to_vec(),
+            bytes::Bytes::from_static(b"old"),
             SystemTime::now() - Duration::from_secs(1),
         )
         .await

@@ -9,18 +9,19 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::session::{SessionStore, StoreError, StoreKey};
 
-struct Entry {
-    sealed: Vec<u8>,
+struct Entry<V = Bytes> {
+    sealed: V,
     expires_at: SystemTime,
 }
 
 /// Sessions and pending logins in memory.
 pub struct MemoryStore {
     sessions: Mutex<HashMap<StoreKey, Entry>>,
-    logins: Mutex<HashMap<StoreKey, Entry>>,
+    logins: Mutex<HashMap<StoreKey, Entry<Vec<u8>>>>,
     index: Mutex<HashMap<StoreKey, (HashSet<StoreKey>, SystemTime)>>,
     used: Mutex<HashMap<StoreKey, SystemTime>>,
     max_logins: usize,
@@ -69,7 +70,7 @@ impl MemoryStore {
     fn write_session(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
         allow: fn(bool) -> bool,
     ) -> bool {
@@ -86,7 +87,7 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
         let map = lock(&self.sessions);
         let now = SystemTime::now();
         Ok(map
@@ -98,7 +99,7 @@ impl SessionStore for MemoryStore {
     async fn create(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
         Ok(self.write_session(key, sealed, expires_at, |live| !live))
@@ -107,7 +108,7 @@ impl SessionStore for MemoryStore {
     async fn update(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
         Ok(self.write_session(key, sealed, expires_at, |live| live))

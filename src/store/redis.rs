@@ -18,6 +18,7 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -313,7 +314,7 @@ impl RedisStore {
     async fn set(
         &self,
         key: String,
-        value: Vec<u8>,
+        value: &[u8],
         condition: &str,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
@@ -330,26 +331,31 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
-        self.query(redis::cmd("GET").arg(self.key("s", key))).await
+    async fn load(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .query(redis::cmd("GET").arg(self.key("s", key)))
+            .await?;
+        Ok(sealed.map(Bytes::from))
     }
 
     async fn create(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        self.set(self.key("s", key), sealed, "NX", expires_at).await
+        self.set(self.key("s", key), &sealed, "NX", expires_at)
+            .await
     }
 
     async fn update(
         &self,
         key: &StoreKey,
-        sealed: Vec<u8>,
+        sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        self.set(self.key("s", key), sealed, "XX", expires_at).await
+        self.set(self.key("s", key), &sealed, "XX", expires_at)
+            .await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
@@ -367,7 +373,7 @@ impl SessionStore for RedisStore {
         let login_key = self.key("l", key);
         let index = self.logins_index();
         let now = millis(SystemTime::now());
-        self.set(login_key.clone(), sealed, "", expires_at).await?;
+        self.set(login_key.clone(), &sealed, "", expires_at).await?;
         // Separate commands rather than one transaction: the index and the login live in
         // different hash slots on Redis Cluster. A crash in between leaves at most an index
         // entry whose login expired, which the next trim removes.
@@ -457,8 +463,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError> {
-        self.set(self.key("j", key), b"1".to_vec(), "NX", expires_at)
-            .await
+        self.set(self.key("j", key), b"1", "NX", expires_at).await
     }
 
     async fn try_lock(&self, key: &StoreKey, ttl: Duration) -> Result<Option<String>, StoreError> {
@@ -796,7 +801,7 @@ mod tests {
             store
                 .create(
                     &key,
-                    b"kept".to_vec(),
+                    bytes::Bytes::from_static(b"kept"),
                     SystemTime::now() + Duration::from_secs(600)
                 )
                 .await
@@ -821,7 +826,7 @@ mod tests {
         let started = std::time::Instant::now();
         loop {
             if let Ok(Some(v)) = store.load(&key).await {
-                assert_eq!(v, b"kept");
+                assert_eq!(&v[..], b"kept");
                 break;
             }
             assert!(
@@ -838,7 +843,7 @@ mod tests {
             store
                 .update(
                     &key,
-                    b"written to the new master".to_vec(),
+                    bytes::Bytes::from_static(b"written to the new master"),
                     SystemTime::now() + Duration::from_secs(600)
                 )
                 .await
@@ -864,7 +869,12 @@ mod tests {
         let store = RedisStore::new(&server.url, "app:", 10, Duration::from_secs(1)).unwrap();
         let key = StoreKey::hash(b"k");
         let expires = SystemTime::now() + Duration::from_secs(90);
-        assert!(store.create(&key, b"v".to_vec(), expires).await.unwrap());
+        assert!(
+            store
+                .create(&key, bytes::Bytes::from_static(b"v"), expires)
+                .await
+                .unwrap()
+        );
         let hex = key.to_hex();
         let pttl: i64 = store
             .query(redis::cmd("PTTL").arg(format!("app:s:{hex}")))
