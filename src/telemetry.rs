@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderValue, header};
 
@@ -63,8 +62,13 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// The per-request middleware: correlation id, error rendering, one access log line.
-pub async fn middleware(mut req: Request, next: Next) -> Response {
+/// Runs `handle` for `req` with a correlation id, renders its error (if any) and logs one
+/// access line: the outermost part of the public router's one layer (`http::router`).
+pub async fn observe<F, Fut>(mut req: Request, handle: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let started = Instant::now();
     let id = correlation_id();
     let method = req.method().clone();
@@ -72,7 +76,7 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
     let wants_html = wants_html(req.headers());
     req.extensions_mut().insert(CorrelationId(id.clone()));
 
-    let mut resp = next.run(req).await;
+    let mut resp = handle(req).await;
 
     if let Some(info) = resp.extensions_mut().remove::<ErrorInfo>() {
         let status = resp.status();

@@ -7,8 +7,9 @@
 //! `Access-Control-*` headers are dropped (see `proxy::headers`), so an upstream's `*` cannot
 //! combine with our credentials.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::ops::ControlFlow;
+
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
@@ -21,10 +22,11 @@ const VARY: HeaderValue = HeaderValue::from_static(
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
 );
 
-/// The middleware: answers preflights and marks allowed cross-origin responses.
-pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let origin = cross_origin(req.headers(), &app.config.server.public_origin).cloned();
-    let allowed = origin.as_ref().filter(|o| {
+/// Before the handler: answers a preflight (`Break`), else goes on with the origin to grant,
+/// if the request comes from an allowed one (for [`after`]).
+pub fn before(app: &AppState, req: &Request) -> ControlFlow<Response, Option<HeaderValue>> {
+    let origin = cross_origin(req.headers(), &app.config.server.public_origin);
+    let allowed = origin.filter(|o| {
         o.to_str()
             .is_ok_and(|o| app.config.cors.allowed_origins.iter().any(|a| a == o))
     });
@@ -35,19 +37,23 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
 
     if is_preflight && origin.is_some() {
         let Some(origin) = allowed else {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cors_origin_denied",
-                "this origin may not call Sallyport",
-            )
-            .with_header(header::VARY, VARY)
-            .into_response();
+            return ControlFlow::Break(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cors_origin_denied",
+                    "this origin may not call Sallyport",
+                )
+                .with_header(header::VARY, VARY)
+                .into_response(),
+            );
         };
-        return preflight(&app, &req, origin.clone());
+        return ControlFlow::Break(preflight(app, req, origin.clone()));
     }
+    ControlFlow::Continue(allowed.cloned())
+}
 
-    let allowed = allowed.cloned();
-    let mut resp = next.run(req).await;
+/// After the handler: marks the response for an allowed cross-origin caller.
+pub fn after(app: &AppState, allowed: Option<HeaderValue>, resp: &mut Response) {
     let headers = resp.headers_mut();
     if !app.config.cors.allowed_origins.is_empty() {
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
@@ -63,7 +69,6 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
             HeaderValue::from_static("X-Correlation-ID"),
         );
     }
-    resp
 }
 
 /// The `Origin` of a request from another origin than Sallyport's own.

@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
@@ -104,43 +104,66 @@ fn counts(path: &str, status: StatusCode) -> bool {
     }
 }
 
-/// The middleware for Sallyport's own endpoints.
-pub async fn middleware(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// What [`after`] needs of a request to one of Sallyport's own endpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct Own {
+    /// Whether the endpoint is rate-limited, and the client it counts.
+    limited: Option<(&'static str, IpAddr)>,
+}
+
+/// The rate-limited endpoints, as `'static` names so that no path is copied per request.
+const LIMITED: [&str; 4] = [
+    "/auth/login",
+    "/auth/callback",
+    "/auth/verify",
+    "/auth/forward",
+];
+
+/// Before the handler, for Sallyport's own endpoints (`None` for every other path): the
+/// default header limit, then the client's rate limit; `Break` with the `431` or `429`.
+pub fn before(
+    app: &AppState,
+    peer: SocketAddr,
+    req: &Request,
+) -> ControlFlow<Response, Option<Own>> {
     let path = req.uri().path();
     let own = path.starts_with("/auth/") || path == "/api/auth/session";
     if !own {
-        return next.run(req).await;
+        return ControlFlow::Continue(None);
     }
     // Routes carry their own limit (`max_headers`); our endpoints have the default one, checked
     // before any session or pending login is read.
     if let Err(e) = check_header_size(req.headers(), crate::config::DEFAULT_MAX_HEADERS) {
-        return e.into_response();
+        return ControlFlow::Break(e.into_response());
     }
-    let limited = matches!(
-        path,
-        "/auth/login" | "/auth/callback" | "/auth/verify" | "/auth/forward"
-    );
+    let Some(limited) = LIMITED.iter().copied().find(|p| *p == path) else {
+        return ControlFlow::Continue(Some(Own { limited: None }));
+    };
     // Behind an edge proxy every request comes from the proxy: count the client it names.
     let ip =
         super::forward::client_ip(peer.ip(), req.headers(), &app.config.server.trusted_proxies);
-    if limited && let Some(wait) = app.limiter.blocked(ip) {
+    if let Some(wait) = app.limiter.blocked(ip) {
         let secs = wait.as_secs().max(1);
-        return ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many attempts; try again later",
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
-        .into_response();
+        return ControlFlow::Break(
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many attempts; try again later",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+            .into_response(),
+        );
     }
-    let path = path.to_owned();
-    let mut resp = next.run(req).await;
-    if limited && counts(&path, resp.status()) {
+    ControlFlow::Continue(Some(Own {
+        limited: Some((limited, ip)),
+    }))
+}
+
+/// After the handler: counts the attempt and adds the security headers of our own answers.
+pub fn after(app: &AppState, own: Own, resp: &mut Response) {
+    if let Some((path, ip)) = own.limited
+        && counts(path, resp.status())
+    {
         app.limiter.count(ip);
     }
     let h = resp.headers_mut();
@@ -157,7 +180,6 @@ pub async fn middleware(
         .or_insert(HeaderValue::from_static(
             "default-src 'none'; frame-ancestors 'none'",
         ));
-    resp
 }
 
 #[cfg(test)]
