@@ -160,6 +160,8 @@ fn benches(c: &mut Criterion) {
     });
 
     let host = HeaderValue::from_static("app.example.com");
+    let upstream_host = HeaderValue::from_static("orders.internal:7000");
+    let correlation_id = HeaderValue::from_static("0193f1d27c4e7a519b8e1c2d3e4f5a6b");
     let token = "t".repeat(900);
     c.bench_function("header_rewrite", |b| {
         b.iter_batched(
@@ -173,10 +175,11 @@ fn benches(c: &mut Criterion) {
                         bearer: Some(&token),
                         user: Some("248289761001"),
                         email: Some("jane@example.com"),
-                        correlation_id: "0193f1d2-7c4e-7a51-9b8e-1c2d3e4f5a6b",
+                        correlation_id: &correlation_id,
                         client_ip: "203.0.113.7".parse().unwrap(),
                         proto: "https",
                         host: &host,
+                        upstream_host: &upstream_host,
                     },
                 );
                 h

@@ -32,6 +32,9 @@ pub struct Upstream {
     /// Which token it gets.
     pub token: TokenMode,
     timeout: Duration,
+    /// `Host` for its requests: its authority, built once (the client would format it anew
+    /// for every request that comes without one).
+    host: HeaderValue,
 }
 
 /// The forwarding half of the gateway.
@@ -91,14 +94,10 @@ impl Proxy {
                 base: s.url.as_str().trim_end_matches('/').to_owned(),
                 token: s.token,
                 timeout: s.timeout,
+                host: authority(&s.url),
             })
             .collect();
         let cookie = &config.session.cookie;
-        let host = config.server.public_url.host_str().unwrap_or("localhost");
-        let authority = match config.server.public_url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
         Ok(Self {
             client,
             routes: RouteTable::new(&config.routes),
@@ -109,7 +108,7 @@ impl Proxy {
             } else {
                 "http"
             },
-            public_host: HeaderValue::from_str(&authority).expect("a URL host is header-safe"),
+            public_host: authority(&config.server.public_url),
         })
     }
 
@@ -128,13 +127,15 @@ impl Proxy {
         [&self.our_cookies[0], &self.our_cookies[1]]
     }
 
-    /// Fills in the parts of [`Injected`] the proxy knows.
+    /// Fills in the parts of [`Injected`] the proxy knows, for a request to `upstream`.
     pub fn injected<'a>(
         &'a self,
-        correlation_id: &'a str,
+        upstream: usize,
+        correlation_id: &'a HeaderValue,
         client_ip: std::net::IpAddr,
     ) -> Injected<'a> {
         Injected {
+            upstream_host: &self.upstreams[upstream].host,
             bearer: None,
             user: None,
             email: None,
@@ -226,6 +227,17 @@ impl Proxy {
         );
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+/// A URL's authority as a `Host` value: the host, and the port unless it is the scheme's
+/// default (as HTTP clients send it).
+fn authority(url: &url::Url) -> HeaderValue {
+    let host = url.host_str().unwrap_or("localhost");
+    let text = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    HeaderValue::from_str(&text).expect("a URL host is header-safe")
 }
 
 /// An upstream failure, for the log.

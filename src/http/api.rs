@@ -82,9 +82,11 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         // involved, so there is nothing for CSRF to ride on.
         let claims = Box::pin(validate_bearer(app, &token)).await?;
         let correlation_id = correlation_id(&req);
-        let mut add = app
-            .proxy
-            .injected(&correlation_id, client_ip(app, peer, &req));
+        let mut add = app.proxy.injected(
+            route.service,
+            correlation_id.header(),
+            client_ip(app, peer, &req),
+        );
         add.bearer = Some(&token);
         add.user = claims.sub.as_deref();
         return app
@@ -132,9 +134,11 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
     };
 
     let correlation_id = correlation_id(&req);
-    let mut add = app
-        .proxy
-        .injected(&correlation_id, client_ip(app, peer, &req));
+    let mut add = app.proxy.injected(
+        route.service,
+        correlation_id.header(),
+        client_ip(app, peer, &req),
+    );
     if let Some(s) = &session {
         add.user = Some(&s.record.sub);
         add.email = s.record.claims.get("email").and_then(|e| e.as_str());
@@ -194,10 +198,10 @@ fn client_ip(app: &AppState, peer: SocketAddr, req: &Request<Body>) -> std::net:
 }
 
 /// This request's correlation id (set by the telemetry middleware).
-fn correlation_id(req: &Request<Body>) -> String {
+fn correlation_id(req: &Request<Body>) -> CorrelationId {
     req.extensions()
         .get::<CorrelationId>()
-        .map(|c| c.0.clone())
+        .cloned()
         .unwrap_or_default()
 }
 

@@ -42,13 +42,15 @@ pub struct Injected<'a> {
     /// The user's email, when known.
     pub email: Option<&'a str>,
     /// This request's correlation id.
-    pub correlation_id: &'a str,
+    pub correlation_id: &'a HeaderValue,
     /// The browser's address as Sallyport saw it.
     pub client_ip: IpAddr,
     /// `http` or `https`, from `public_url`.
     pub proto: &'static str,
-    /// The public host (`public_url`'s authority).
+    /// The public host (`public_url`'s authority), for `X-Forwarded-Host`.
     pub host: &'a HeaderValue,
+    /// The upstream's authority, for `Host`.
+    pub upstream_host: &'a HeaderValue,
 }
 
 /// Client-address headers that upstream frameworks and CDNs trust; Sallyport sets
@@ -74,12 +76,12 @@ fn is_spoofable(name: &str) -> bool {
         || CLIENT_ADDRESS.contains(&name)
 }
 
-/// Removes hop-by-hop headers and those named in `Connection`; keeps `Upgrade` when
-/// `upgrade` (a WebSocket handshake passes through).
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // `Connection` usually says only `keep-alive` or `close`: removed below anyway, so the
-    // common request parses and allocates nothing here.
-    let listed: Vec<HeaderName> = headers
+/// The names a `Connection` header lists for removal, besides `keep-alive` and `close`
+/// (which are removed anyway); `Upgrade` stays listed out when `upgrade`.
+fn connection_listed(headers: &HeaderMap, upgrade: bool) -> Vec<HeaderName> {
+    // `Connection` usually says only `keep-alive` or `close`: the common request parses and
+    // allocates nothing here.
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -90,18 +92,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         })
         .filter_map(|name| HeaderName::try_from(name).ok())
         .filter(|name| !(upgrade && name == header::UPGRADE))
-        .collect();
-    for name in listed {
+        .collect()
+}
+
+/// Whether `name` is hop-by-hop here: in [`HOP_BY_HOP`], listed in `Connection`, or `Upgrade`
+/// outside a WebSocket handshake.
+fn is_hop(name: &HeaderName, listed: &[HeaderName], upgrade: bool) -> bool {
+    HOP_BY_HOP.contains(name) || (!upgrade && name == header::UPGRADE) || listed.contains(name)
+}
+
+/// Removes every header `doomed` names, in one pass over the map's names. Requests and
+/// responses rarely carry any of them, so this usually removes (and allocates) nothing, where
+/// removing each candidate by name would hash every one of them on every request.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
+}
+
+/// A header value made from text built for it, without copying it again.
+fn owned_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 
 /// Rewrites a browser request's headers for the upstream.
@@ -111,29 +123,31 @@ pub fn to_upstream(
     upgrade: bool,
     add: &Injected<'_>,
 ) {
-    strip_hop_by_hop(headers, upgrade);
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::HOST);
-    headers.remove(header::FORWARDED);
-    headers.remove(&X_CORRELATION_ID);
-    // Usually empty, and collecting nothing allocates nothing.
-    let spoofable: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_spoofable(k.as_str()))
-        .cloned()
-        .collect();
-    for name in spoofable {
-        headers.remove(name);
+    let listed = connection_listed(headers, upgrade);
+    // `Host`, `X-Correlation-ID` and our `X-Forwarded-For/Proto/Host` are replaced below;
+    // `Authorization` only when the service gets a token, so it goes here.
+    remove_where(headers, |name| {
+        is_hop(name, &listed, upgrade)
+            || name == header::AUTHORIZATION
+            || name == header::FORWARDED
+            || is_spoofable(name.as_str())
+    });
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     crate::session::cookie::strip(headers, our_cookies);
 
+    headers.insert(header::HOST, add.upstream_host.clone());
     if let Some(bearer) = add.bearer {
-        match HeaderValue::from_str(&format!("Bearer {bearer}")) {
-            Ok(mut v) => {
+        let mut value = String::with_capacity(7 + bearer.len());
+        value.push_str("Bearer ");
+        value.push_str(bearer);
+        match owned_value(value) {
+            Some(mut v) => {
                 v.set_sensitive(true);
                 headers.insert(header::AUTHORIZATION, v);
             }
-            Err(_) => tracing::warn!("token is not valid header text; not forwarded"),
+            None => tracing::warn!("token is not valid header text; not forwarded"),
         }
     }
     // Claims come from the provider, but a value with CR/LF or other control characters must
@@ -144,10 +158,8 @@ pub fn to_upstream(
     if let Some(v) = add.email.and_then(|e| HeaderValue::from_str(e).ok()) {
         headers.insert(X_AUTH_EMAIL.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(add.correlation_id) {
-        headers.insert(X_CORRELATION_ID.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&add.client_ip.to_string()) {
+    headers.insert(X_CORRELATION_ID.clone(), add.correlation_id.clone());
+    if let Some(v) = owned_value(add.client_ip.to_string()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
@@ -159,23 +171,25 @@ pub fn to_upstream(
 
 /// Rewrites an upstream response's headers for the browser.
 pub fn to_browser(headers: &mut HeaderMap, our_cookies: &[&str], upgrade: bool) {
-    strip_hop_by_hop(headers, upgrade);
+    let listed = connection_listed(headers, upgrade);
     // Sallyport owns CORS (http::cors): an upstream's `Access-Control-Allow-Origin: *` must not
     // meet our credentialed cookies.
-    let cors: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for name in cors {
-        headers.remove(name);
+    remove_where(headers, |name| {
+        is_hop(name, &listed, upgrade) || name.as_str().starts_with("access-control-")
+    });
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let set_cookies: Vec<HeaderValue> = headers
+    if headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .cloned()
-        .collect();
-    if set_cookies.iter().any(|v| sets_one_of(v, our_cookies)) {
+        .any(|v| sets_one_of(v, our_cookies))
+    {
+        let set_cookies: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         headers.remove(header::SET_COOKIE);
         for v in set_cookies
             .into_iter()
@@ -199,15 +213,19 @@ fn sets_one_of(value: &HeaderValue, names: &[&str]) -> bool {
 mod tests {
     use super::*;
 
+    static CID: HeaderValue = HeaderValue::from_static("cid-1");
+    static UPSTREAM: HeaderValue = HeaderValue::from_static("orders.internal:7000");
+
     fn injected(host: &HeaderValue) -> Injected<'_> {
         Injected {
             bearer: Some("tok"),
             user: Some("alice"),
             email: Some("alice@example.com"),
-            correlation_id: "cid-1",
+            correlation_id: &CID,
             client_ip: "127.0.0.1".parse().unwrap(),
             proto: "https",
             host,
+            upstream_host: &UPSTREAM,
         }
     }
 
@@ -231,6 +249,10 @@ mod tests {
             ("connection", "keep-alive, x-drop-me"),
             ("x-drop-me", "1"),
             ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("keep-alive", "timeout=5"),
+            ("x-forwarded-prefix", "/admin"),
+            ("host", "app.example.com"),
             ("accept", "application/json"),
         ] {
             h.append(k, HeaderValue::from_static(v));
@@ -263,6 +285,12 @@ mod tests {
         assert_eq!(h["cookie"], "theme=dark");
         assert!(
             h.get("x-drop-me").is_none() && h.get("te").is_none() && h.get("connection").is_none()
+        );
+        assert!(h.get("upgrade").is_none() && h.get("keep-alive").is_none());
+        assert!(h.get("x-forwarded-prefix").is_none());
+        assert_eq!(
+            h["host"], "orders.internal:7000",
+            "the upstream's own authority"
         );
         assert_eq!(h["accept"], "application/json");
     }
@@ -302,6 +330,12 @@ mod tests {
         );
         h.append("set-cookie", HeaderValue::from_static("pref=1; Path=/"));
         h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.append(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-internal"),
+        );
+        h.append("x-internal", HeaderValue::from_static("1"));
+        h.append("cache-control", HeaderValue::from_static("no-store"));
         h.append("access-control-allow-origin", HeaderValue::from_static("*"));
         h.append(
             "access-control-allow-credentials",
@@ -318,5 +352,7 @@ mod tests {
             ["pref=1; Path=/"]
         );
         assert!(h.get("transfer-encoding").is_none());
+        assert!(h.get("connection").is_none() && h.get("x-internal").is_none());
+        assert_eq!(h["cache-control"], "no-store", "end-to-end headers pass");
     }
 }
