@@ -22,9 +22,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let listen = args.next().expect("usage: bare_proxy LISTEN UPSTREAM_URL");
     let upstream = args.next().expect("usage: bare_proxy LISTEN UPSTREAM_URL");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    // The same runtime choice as Sallyport's: one thread on one CPU.
+    sallyport::runtime()
         .expect("a tokio runtime")
         .block_on(serve(listen, upstream));
 }

@@ -92,10 +92,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("building the tokio runtime");
+    let runtime = sallyport::runtime().expect("building the tokio runtime");
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -171,7 +168,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => None,
     };
-    tracing::info!(%listen, admin = ?admin_listen, "sallyport listening");
+    let runtime = tokio::runtime::Handle::current();
+    let flavor = match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
+    let workers = runtime.metrics().num_workers();
+    tracing::info!(%listen, admin = ?admin_listen, runtime = flavor, workers, "sallyport listening");
     sallyport::serve(gateway, listener, admin, shutdown_signal()).await?;
     tracing::info!("sallyport stopped");
     Ok(())

@@ -21,11 +21,25 @@ struct Sallyport {
 
 impl Sallyport {
     async fn start(opts: &GatewayOptions, rust_log: &str) -> Sallyport {
+        Self::start_on(opts, rust_log, None).await
+    }
+
+    /// Starts the binary, pinned to the CPUs `cpus` (a `taskset` list) when given.
+    async fn start_on(opts: &GatewayOptions, rust_log: &str, cpus: Option<&str>) -> Sallyport {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sallyport.yaml");
         std::fs::write(&config, opts.yaml()).unwrap();
         let log = dir.path().join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        let mut command = match cpus {
+            // taskset execs the binary, so the child's PID stays the binary's.
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, env!("CARGO_BIN_EXE_sallyport")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sallyport")),
+        };
+        let child = command
             .args(["--log-format", "json", "--config"])
             .arg(&config)
             .env("TEST_CLIENT_SECRET", CLIENT_SECRET)
@@ -148,6 +162,50 @@ async fn debug_logs_of_a_whole_session_hold_no_secret() {
     for (what, secret) in secrets {
         assert!(!log.contains(&secret), "the {what} is in the log");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_one_cpu_it_serves_everything_on_one_thread() {
+    let port = free_port();
+    let mut popts = ProviderOptions::new(port);
+    popts.access_token_ttl = 120;
+    let provider = Provider::start(popts).await;
+    let upstream = Upstream::start().await;
+    let mut opts = GatewayOptions::new(port, &provider.issuer, &upstream.url);
+    // Every API call refreshes: the token broker's waits run on the one thread too.
+    opts.refresh_before = "200s";
+    let mut sallyport = Sallyport::start_on(&opts, "info", Some("0")).await;
+    let log = sallyport.log();
+    assert!(
+        log.contains("\"runtime\":\"current_thread\"") && log.contains("\"workers\":1"),
+        "a process pinned to one CPU serves on one thread:\n{log}"
+    );
+
+    let b = Browser::new(&format!("http://localhost:{port}"));
+    b.login("alice", "/").await;
+    let calls = (0..20).map(|i| {
+        let b = &b;
+        async move { b.fetch(Method::GET, &format!("/api/echo/{i}")).await.status }
+    });
+    for status in futures_util::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(provider.grants("refresh_token").await >= 1, "refreshes ran");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &sallyport.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut status = None;
+    for _ in 0..100 {
+        status = sallyport.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status.expect("it stops on SIGTERM").code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
