@@ -34,7 +34,6 @@ pub mod telemetry;
 pub mod tokens;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,9 +125,9 @@ impl Gateway {
         &self.state
     }
 
-    /// The public router.
-    pub fn router(&self) -> axum::Router {
-        http::router(self.state.clone())
+    /// The public service.
+    pub fn public(&self) -> http::Public {
+        http::Public::new(self.state.clone())
     }
 
     /// Loads every provider's discovery and keys in the background, retrying with backoff
@@ -188,9 +187,19 @@ pub async fn serve(
             }
         });
     }
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let public = gateway.public();
+    let app = tower::service_fn(
+        move |stream: axum::serve::IncomingStream<'_, TcpListener>| {
+            let peer = *stream.remote_addr();
+            let public = public.clone();
+            std::future::ready(Ok::<_, std::convert::Infallible>(tower::service_fn(
+                move |req: axum::extract::Request| {
+                    let public = public.clone();
+                    async move { Ok::<_, std::convert::Infallible>(public.handle(peer, req).await) }
+                },
+            )))
+        },
+    );
     let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     let deadline = async {
         stopped(stop_rx).await;

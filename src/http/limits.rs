@@ -127,8 +127,7 @@ pub fn before(
     req: &Request,
 ) -> ControlFlow<Response, Option<Own>> {
     let path = req.uri().path();
-    let own = path.starts_with("/auth/") || path == "/api/auth/session";
-    if !own {
+    if !super::is_own(path) {
         return ControlFlow::Continue(None);
     }
     // Routes carry their own limit (`max_headers`); our endpoints have the default one, checked

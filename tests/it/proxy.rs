@@ -224,3 +224,29 @@ async fn websocket_upgrades_are_relayed_and_need_our_origin() {
         assert_eq!(got, msg);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sallyports_own_endpoints_take_precedence_over_a_catch_all_route() {
+    let stack = Stack::start_with(
+        |_| {},
+        |g| {
+            g.extra_yaml = "  - path: /api/*\n    service: public\n    upstream_path: /echo/*\n    auth: none\n  - path: /auth/extra/*\n    service: public\n    upstream_path: /echo/*\n    auth: none\n".into();
+        },
+    )
+    .await;
+    let anon = stack.browser();
+    let page = anon.fetch(Method::GET, "/api/auth/session").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(page.json()["authenticated"], false, "{}", page.body);
+    let page = anon.fetch(Method::GET, "/auth/health").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.json().get("headers").is_none(), "{}", page.body);
+    // Everything else under the catch-all reaches the upstream, under /auth/ too.
+    for path in ["/api/anything/else", "/auth/extra/x"] {
+        let page = anon.fetch(Method::GET, path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(page.json()["headers"].is_object(), "{path}: {}", page.body);
+    }
+    let page = anon.fetch(Method::GET, "/auth/nothing-here").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+}
