@@ -98,27 +98,44 @@ pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
         let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
         names.contains(&key)
     };
-    if !headers
+    let (mut any_ours, mut any_other) = (false, false);
+    for pair in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(';').any(ours))
+        .flat_map(|v| v.split(';'))
+        .filter(|p| !p.trim().is_empty())
     {
+        if ours(pair) {
+            any_ours = true;
+        } else {
+            any_other = true;
+        }
+    }
+    if !any_ours {
         return;
     }
-    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    headers.remove(header::COOKIE);
-    let kept: Vec<&str> = values
+    if !any_other {
+        // Only ours (an SPA's API call, typically): nothing to rebuild.
+        headers.remove(header::COOKIE);
+        return;
+    }
+    let kept = headers
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|p| !p.is_empty() && !ours(p))
-        .collect();
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
-        headers.insert(header::COOKIE, v);
+        .collect::<Vec<_>>()
+        .join("; ");
+    match HeaderValue::from_str(&kept) {
+        Ok(v) => {
+            headers.insert(header::COOKIE, v);
+        }
+        Err(_) => {
+            headers.remove(header::COOKIE);
+        }
     }
 }
 
