@@ -116,6 +116,28 @@ fn owned_value(text: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 
+/// The `X-Forwarded-For` value for a client address. IPv4 is written by hand: its `Display`
+/// goes through `core::fmt`, which callgrind counted at more than the rest of this rewrite.
+fn forwarded_for(ip: IpAddr) -> Option<HeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return owned_value(ip.to_string());
+    };
+    let mut text = Vec::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push(b'.');
+        }
+        if octet >= 100 {
+            text.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            text.push(b'0' + octet / 10 % 10);
+        }
+        text.push(b'0' + octet % 10);
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+}
+
 /// Rewrites a browser request's headers for the upstream.
 pub fn to_upstream(
     headers: &mut HeaderMap,
@@ -161,7 +183,7 @@ pub fn to_upstream(
         headers.insert(X_AUTH_EMAIL.clone(), v);
     }
     headers.insert(X_CORRELATION_ID.clone(), add.correlation_id.clone());
-    if let Some(v) = owned_value(add.client_ip.to_string()) {
+    if let Some(v) = forwarded_for(add.client_ip) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
@@ -295,6 +317,22 @@ mod tests {
             "the upstream's own authority"
         );
         assert_eq!(h["accept"], "application/json");
+    }
+
+    #[test]
+    fn forwarded_for_writes_addresses_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "127.0.0.1",
+            "192.168.19.250",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(forwarded_for(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 
     #[test]
