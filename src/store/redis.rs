@@ -304,7 +304,12 @@ impl RedisStore {
     }
 
     fn key(&self, kind: &str, key: &StoreKey) -> String {
-        format!("{}{kind}:{}", self.prefix, key.to_hex())
+        let mut name = String::with_capacity(self.prefix.len() + kind.len() + 65);
+        name.push_str(&self.prefix);
+        name.push_str(kind);
+        name.push(':');
+        key.push_hex(&mut name);
+        name
     }
 
     fn logins_index(&self) -> String {
