@@ -1,7 +1,7 @@
-//! The public HTTP surface: the router, shared state, and the handlers in `http/`.
+//! The public HTTP surface: the public service, shared state, and the handlers in `http/`.
 //!
 //! Sallyport's own endpoints (`/auth/*`, `/api/auth/session`) take precedence; everything else
-//! falls through to the route table (proxy), then to static files.
+//! goes straight to the route table (proxy), then to static files, without the router.
 
 pub mod api;
 pub mod assets;

@@ -10,10 +10,11 @@
 //!   ID token validation.
 //! - [`session`]: ids, the sealed record, cookies, the [`session::SessionStore`] contract and
 //!   the request-path [`session::manager::Sessions`].
-//! - [`store`]: the backends (`memory`, `file`).
+//! - [`store`]: the backends (`memory`, `file`, `redis`).
 //! - [`tokens`]: refreshing tokens once per session.
 //! - [`proxy`]: route table, header rewriting, forwarding, WebSocket relay.
-//! - [`http`]: the router and handlers, CSRF, errors.
+//! - [`http`]: the public service (own endpoints through a router, the rest to the proxy),
+//!   handlers, CSRF, errors.
 //! - [`telemetry`]: logs and correlation ids.
 //!
 //! [`serve`] takes already-bound listeners and a shutdown future, so `main` and the tests run

@@ -2,7 +2,7 @@
 //! the idle and absolute timeouts, and write back only when something changed.
 //!
 //! Opening a record (AES-GCM-SIV, then JSON) is most of a request's own work, so the records
-//! of recently used sessions are kept opened, in [`Opened`]. The store stays the only truth:
+//! of recently used sessions are kept opened (`Opened`). The store stays the only truth:
 //! every request still loads the sealed bytes, and an opened record is reused only while the
 //! store returns exactly the bytes it was opened from.
 
