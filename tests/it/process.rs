@@ -79,16 +79,23 @@ impl Drop for Sallyport {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn debug_logs_of_a_whole_session_hold_no_secret() {
+/// A provider, an upstream, and options whose tokens are always due for a refresh (120 s
+/// tokens, refreshed 200 s before they expire).
+async fn refreshing_stack() -> (u16, Provider, Upstream, GatewayOptions) {
     let port = free_port();
     let mut popts = ProviderOptions::new(port);
     popts.access_token_ttl = 120;
     let provider = Provider::start(popts).await;
     let upstream = Upstream::start().await;
     let mut opts = GatewayOptions::new(port, &provider.issuer, &upstream.url);
-    // Every API call refreshes: the refresh path is in the log too.
     opts.refresh_before = "200s";
+    (port, provider, upstream, opts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_logs_of_a_whole_session_hold_no_secret() {
+    // Every API call refreshes: the refresh path is in the log too.
+    let (port, provider, upstream, opts) = refreshing_stack().await;
     let sallyport = Sallyport::start(&opts, "debug").await;
 
     let b = Browser::new(&format!("http://localhost:{port}"));
@@ -166,14 +173,8 @@ async fn debug_logs_of_a_whole_session_hold_no_secret() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_one_cpu_it_serves_everything_on_one_thread() {
-    let port = free_port();
-    let mut popts = ProviderOptions::new(port);
-    popts.access_token_ttl = 120;
-    let provider = Provider::start(popts).await;
-    let upstream = Upstream::start().await;
-    let mut opts = GatewayOptions::new(port, &provider.issuer, &upstream.url);
     // Every API call refreshes: the token broker's waits run on the one thread too.
-    opts.refresh_before = "200s";
+    let (port, provider, _upstream, opts) = refreshing_stack().await;
     let mut sallyport = Sallyport::start_on(&opts, "info", Some("0")).await;
     let log = sallyport.log();
     assert!(
