@@ -1,6 +1,9 @@
 //! Memory per session in the memory store: RSS growth after creating sessions through the
 //! real `Sessions::create` (sealing, both logout indexes), minus the token bytes they hold.
 //!
+//! Then it opens the first `OPENED_CAPACITY` of them as requests would, and reports what each
+//! record kept opened costs on top (active sessions only; the cache is bounded).
+//!
 //! `cargo bench --bench session_memory` creates 100 000 sessions and prints one JSON line;
 //! under `cargo test --all-targets` it creates 1 000, so it builds and runs in CI.
 
@@ -12,7 +15,7 @@ use sallyport::clock::Clock;
 use sallyport::config::Config;
 use sallyport::secret::{AccessToken, IdToken, RefreshToken};
 use sallyport::session::SessionRecord;
-use sallyport::session::manager::Sessions;
+use sallyport::session::manager::{OPENED_CAPACITY, Sessions};
 use sallyport::store::memory::MemoryStore;
 
 fn rss_bytes() -> u64 {
@@ -69,17 +72,30 @@ fn main() {
         })
         .sum();
     let before = rss_bytes();
-    rt.block_on(async {
+    let ids = rt.block_on(async {
+        let mut ids = Vec::with_capacity(count);
         for r in &records {
-            sessions.create(r).await.unwrap();
+            ids.push(sessions.create(r).await.unwrap());
         }
+        ids
     });
     let after = rss_bytes();
+    // Requests keep the records of recently used sessions opened: what each of those costs.
+    let opened = count.min(OPENED_CAPACITY);
+    let keys: Vec<_> = ids[..opened].iter().map(|id| id.store_key()).collect();
+    drop(ids);
+    let before_open = rss_bytes();
+    rt.block_on(async {
+        for key in &keys {
+            assert!(sessions.load(key).await.unwrap().is_some());
+        }
+    });
+    let per_opened = (rss_bytes() - before_open) as f64 / opened as f64;
     assert_eq!(store.len(), count);
     let per_session = (after - before) as f64 / count as f64;
     let tokens = token_bytes as f64 / count as f64;
     println!(
-        "{{\"sessions\":{count},\"rss_growth_bytes\":{},\"per_session_bytes\":{per_session:.0},\"token_bytes_per_session\":{tokens:.0},\"overhead_per_session_bytes\":{:.0}}}",
+        "{{\"sessions\":{count},\"rss_growth_bytes\":{},\"per_session_bytes\":{per_session:.0},\"token_bytes_per_session\":{tokens:.0},\"overhead_per_session_bytes\":{:.0},\"opened_records\":{opened},\"per_opened_record_bytes\":{per_opened:.0}}}",
         after - before,
         per_session - tokens
     );

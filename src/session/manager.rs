@@ -65,7 +65,7 @@ pub struct Loaded {
 
 /// How many opened records [`Opened`] keeps: the sessions active at one time on one instance.
 /// Each costs its decoded size (a few KiB, mostly tokens) on top of the store's copy.
-const OPENED_CAPACITY: usize = 4096;
+pub const OPENED_CAPACITY: usize = 4096;
 
 /// Opened records of recently used sessions, each with the sealed bytes it was opened from.
 ///
