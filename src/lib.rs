@@ -38,7 +38,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -154,6 +154,15 @@ impl Gateway {
     }
 }
 
+/// The public listener: accepted connections get `TCP_NODELAY`.
+type Listener = axum::serve::TapIo<TcpListener, fn(&mut TcpStream)>;
+
+fn set_nodelay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+    }
+}
+
 /// Serves `gateway` on `listener` (and the admin endpoints on `admin`) until `shutdown`
 /// completes; then stops accepting and lets in-flight requests finish within
 /// `server.shutdown_grace`.
@@ -189,18 +198,19 @@ pub async fn serve(
         });
     }
     let public = gateway.public();
-    let app = tower::service_fn(
-        move |stream: axum::serve::IncomingStream<'_, TcpListener>| {
-            let peer = *stream.remote_addr();
-            let public = public.clone();
-            std::future::ready(Ok::<_, std::convert::Infallible>(tower::service_fn(
-                move |req: axum::extract::Request| {
-                    let public = public.clone();
-                    async move { Ok::<_, std::convert::Infallible>(public.handle(peer, req).await) }
-                },
-            )))
-        },
-    );
+    // Responses go out as soon as they are written: Nagle's algorithm would hold back the last
+    // segment of a multi-segment response until the browser acknowledges the ones before it.
+    let listener = axum::serve::ListenerExt::tap_io(listener, set_nodelay as fn(&mut TcpStream));
+    let app = tower::service_fn(move |stream: axum::serve::IncomingStream<'_, Listener>| {
+        let peer = *stream.remote_addr();
+        let public = public.clone();
+        std::future::ready(Ok::<_, std::convert::Infallible>(tower::service_fn(
+            move |req: axum::extract::Request| {
+                let public = public.clone();
+                async move { Ok::<_, std::convert::Infallible>(public.handle(peer, req).await) }
+            },
+        )))
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     let deadline = async {
         stopped(stop_rx).await;
