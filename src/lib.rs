@@ -154,6 +154,23 @@ impl Gateway {
     }
 }
 
+/// Every minute, drops the opened records of timed-out sessions, until the gateway is gone.
+fn forget_ended_sessions(state: &AppState) {
+    let state = Arc::downgrade(&state.0);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { return };
+            let dropped = state.sessions.forget_ended();
+            if dropped > 0 {
+                tracing::debug!(dropped, "opened records of ended sessions dropped");
+            }
+        }
+    });
+}
+
 /// The public listener: accepted connections get `TCP_NODELAY`.
 type Listener = axum::serve::TapIo<TcpListener, fn(&mut TcpStream)>;
 
@@ -197,6 +214,7 @@ pub async fn serve(
             }
         });
     }
+    forget_ended_sessions(&gateway.state);
     let public = gateway.public();
     // Responses go out as soon as they are written: Nagle's algorithm would hold back the last
     // segment of a multi-segment response until the browser acknowledges the ones before it.

@@ -115,6 +115,15 @@ impl Opened {
         let removed = self.lock().remove(key);
         drop(removed);
     }
+
+    /// Drops the records `ended` says are over; returns how many.
+    fn forget(&self, ended: impl Fn(&SessionRecord) -> bool) -> usize {
+        let dropped: Vec<_> = self
+            .lock()
+            .extract_if(|_, (_, record)| ended(record))
+            .collect();
+        dropped.len()
+    }
 }
 
 /// Loads, creates, saves and ends sessions and pending logins.
@@ -153,6 +162,16 @@ impl Sessions {
             touch_every: (config.idle_timeout.as_secs() / 10).clamp(1, 60),
             cookie: config.cookie.clone(),
         }
+    }
+
+    /// Drops the opened records of sessions that have timed out, so that their tokens leave
+    /// memory even when no request comes for them again (a logout drops them at once); returns
+    /// how many. Run every minute by `serve`.
+    pub fn forget_ended(&self) -> usize {
+        let now = self.clock.unix();
+        let idle = self.idle.as_secs();
+        self.opened
+            .forget(|r| now >= r.expires_at || now >= r.last_seen.saturating_add(idle))
     }
 
     /// The backend.
@@ -452,6 +471,24 @@ mod tests {
             this.lookup(&headers).await.unwrap(),
             Lookup::Ended
         ));
+    }
+
+    #[tokio::test]
+    async fn opened_records_of_ended_sessions_leave_memory() {
+        let store = Arc::new(MemoryStore::new(10));
+        let s = sessions(&store);
+        let id = s.create(&record(&s, "t")).await.unwrap();
+        assert!(s.load(&id.store_key()).await.unwrap().is_some());
+        assert_eq!(s.forget_ended(), 0, "a live session's record stays");
+        assert_eq!(s.opened.lock().len(), 1);
+        s.clock().advance(s.idle + Duration::from_secs(1));
+        assert_eq!(s.forget_ended(), 1);
+        assert!(s.opened.lock().is_empty());
+
+        let id = s.create(&record(&s, "t2")).await.unwrap();
+        assert!(s.load(&id.store_key()).await.unwrap().is_some());
+        s.delete(&id.store_key()).await.unwrap();
+        assert!(s.opened.lock().is_empty(), "a logout drops it at once");
     }
 
     #[tokio::test]
