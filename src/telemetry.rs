@@ -96,7 +96,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// Runs `handle` for `req` with a correlation id, renders its error (if any) and logs one
-/// access line: the outermost part of the public router's one layer (`http::router`).
+/// access line: the outermost part of the public service (`http::Public`).
 pub async fn observe<F, Fut>(mut req: Request, handle: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
