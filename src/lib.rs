@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hex;
 pub mod http;
 pub mod oidc;
 pub mod proxy;

@@ -85,14 +85,9 @@ impl StoreKey {
         s
     }
 
-    /// Appends the key's 64 lower-case hex digits to `out`. By hand: `write!` per byte cost
-    /// the Redis store ~8k instructions per request in callgrind.
+    /// Appends the key's 64 lower-case hex digits to `out` (a key name being built).
     pub fn push_hex(&self, out: &mut String) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for b in self.0 {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
+        crate::hex::push(&self.0, out);
     }
 }
 

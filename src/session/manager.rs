@@ -112,6 +112,7 @@ impl Opened {
     }
 
     fn remove(&self, key: &StoreKey) {
+        // Bound first, so the record (zeroizing its tokens) drops after the lock is released.
         let removed = self.lock().remove(key);
         drop(removed);
     }
@@ -228,6 +229,8 @@ impl Sessions {
             Some(record) => record,
             None => {
                 let Some(record) = self.open(key, &sealed) else {
+                    // Whatever was opened before under this key is not the store's record.
+                    self.opened.remove(key);
                     return Ok(None);
                 };
                 let record = Arc::new(record);
@@ -489,6 +492,23 @@ mod tests {
         assert!(s.load(&id.store_key()).await.unwrap().is_some());
         s.delete(&id.store_key()).await.unwrap();
         assert!(s.opened.lock().is_empty(), "a logout drops it at once");
+    }
+
+    #[tokio::test]
+    async fn a_record_that_no_longer_opens_leaves_nothing_opened() {
+        let store = Arc::new(MemoryStore::new(10));
+        let s = sessions(&store);
+        let id = s.create(&record(&s, "t")).await.unwrap();
+        assert!(s.load(&id.store_key()).await.unwrap().is_some());
+        let until = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(
+            store
+                .update(&id.store_key(), Bytes::from_static(b"not sealed"), until)
+                .await
+                .unwrap()
+        );
+        assert!(s.load(&id.store_key()).await.unwrap().is_none());
+        assert!(s.opened.lock().is_empty(), "the old tokens are not kept");
     }
 
     #[tokio::test]
