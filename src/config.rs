@@ -65,6 +65,51 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Login starts and failed callbacks/verifications allowed per client IP and window.
     pub rate_limit: (u32, Duration),
+    /// The forward-auth listener, if an edge proxy asks Sallyport about its requests.
+    pub forward_auth: Option<ForwardAuthConfig>,
+}
+
+/// `server.forward_auth`: where an edge proxy (nginx `auth_request`, Traefik ForwardAuth,
+/// Caddy `forward_auth`) asks whether a request may pass, and gets the bearer token to add.
+///
+/// # Security
+/// The answers carry the user's tokens, so they are served on a listener of their own that
+/// only the edge reaches, never on the public port, where page JavaScript could ask.
+#[derive(Debug, Clone)]
+pub struct ForwardAuthConfig {
+    /// The listener's address.
+    pub listen: SocketAddr,
+    /// Which edge calls, so that only the headers it sets are read.
+    pub edge: Edge,
+}
+
+/// The kind of edge proxy calling forward-auth: it decides which headers describe the
+/// original request, and whether a login redirect can be passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// nginx `auth_request`: `X-Original-URI` and `X-Original-Method`; only `2xx`, `401` and
+    /// `403` pass, so a login redirect is the recipe's `error_page 401`.
+    Nginx,
+    /// Traefik ForwardAuth: `X-Forwarded-Uri` and `X-Forwarded-Method`; answers other than
+    /// `2xx` go back to the browser as they are, so navigations get the `302` to login.
+    Traefik,
+    /// Caddy `forward_auth`: the same headers and behaviour as Traefik.
+    Caddy,
+}
+
+impl Edge {
+    /// The headers holding the original request's URI and method.
+    pub fn original_headers(self) -> (&'static str, &'static str) {
+        match self {
+            Edge::Nginx => ("x-original-uri", "x-original-method"),
+            Edge::Traefik | Edge::Caddy => ("x-forwarded-uri", "x-forwarded-method"),
+        }
+    }
+
+    /// Whether the edge passes a `302` answer on to the browser.
+    pub fn passes_redirects(self) -> bool {
+        !matches!(self, Edge::Nginx)
+    }
 }
 
 impl ServerConfig {

@@ -174,7 +174,18 @@ pub fn route(data: &[u8]) {
         return;
     };
     let path = pq.path();
-    let Some(Ok(m)) = table.find(path) else {
+    let Ok(found) = table.find(path) else {
+        return;
+    };
+    // What is refused has no normal form; what passes is its own normal form.
+    let normal = crate::proxy::routes::normalize(path).expect("find accepted it");
+    assert_eq!(
+        crate::proxy::routes::normalize(&normal).as_deref(),
+        Ok(normal.as_ref()),
+        "normalising is idempotent"
+    );
+    assert!(!normal.contains(';'), "{normal}");
+    let Some(m) = found else {
         return;
     };
     let _ = m.route.allows(&Method::DELETE);

@@ -2,6 +2,7 @@
 //!
 //! Sallyport's own endpoints (`/auth/*`, `/api/auth/session`) take precedence; everything else
 //! goes straight to the route table (proxy), then to static files, without the router.
+//! Forward-auth (`/auth/verify`) has a listener and router of its own.
 
 pub mod api;
 pub mod assets;
@@ -88,8 +89,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/auth/health", get(session_api::health))
         .route("/auth/ready", get(session_api::ready))
-        .route("/auth/verify", get(forward::verify))
-        .route("/auth/forward", get(forward::verify))
         .route("/api/auth/session", get(session_api::session))
         .fallback(api::fallback)
         .with_state(state)
@@ -152,4 +151,22 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/auth/health", get(session_api::health))
         .route("/auth/ready", get(session_api::ready))
         .with_state(state)
+        .layer(axum::middleware::from_fn(observed))
+}
+
+/// The forward-auth router, for `server.forward_auth.listen` only: its answers carry tokens,
+/// so the public port, which page JavaScript can call, never serves them.
+pub fn forward_router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/verify", get(forward::verify))
+        .route("/auth/forward", get(forward::verify))
+        .route("/auth/health", get(session_api::health))
+        .fallback(|| async { error::ApiError::not_found() })
+        .with_state(state)
+        .layer(axum::middleware::from_fn(observed))
+}
+
+/// Correlation id, error rendering and the request log line, as on the public port.
+async fn observed(req: Request, next: axum::middleware::Next) -> Response {
+    crate::telemetry::observe(req, |req| next.run(req)).await
 }

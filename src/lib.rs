@@ -181,16 +181,51 @@ fn set_nodelay(tcp: &mut TcpStream) {
     }
 }
 
-/// Serves `gateway` on `listener` (and the admin endpoints on `admin`) until `shutdown`
-/// completes; then stops accepting and lets in-flight requests finish within
-/// `server.shutdown_grace`.
+/// The sockets Sallyport serves on, bound by the caller (`main`, or a test on port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// `server.listen`: browsers, through the edge if there is one.
+    pub public: TcpListener,
+    /// `server.admin_listen`: readiness and liveness.
+    pub admin: Option<TcpListener>,
+    /// `server.forward_auth.listen`: the edge's forward-auth calls.
+    pub forward_auth: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener `config` names.
+    ///
+    /// # Errors
+    /// Which address could not be bound, naming its key.
+    pub async fn bind(config: &Config) -> Result<Self, String> {
+        async fn bind(key: &str, addr: std::net::SocketAddr) -> Result<TcpListener, String> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("binding {key} {addr}: {e}"))
+        }
+        let server = &config.server;
+        Ok(Self {
+            public: bind("server.listen", server.listen).await?,
+            admin: match server.admin_listen {
+                Some(addr) => Some(bind("server.admin_listen", addr).await?),
+                None => None,
+            },
+            forward_auth: match &server.forward_auth {
+                Some(f) => Some(bind("server.forward_auth.listen", f.listen).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Serves `gateway` on `listeners` until `shutdown` completes; then stops accepting and lets
+/// in-flight requests finish within `server.shutdown_grace`.
 ///
 /// # Errors
 /// When accepting connections fails.
 pub async fn serve(
     gateway: Gateway,
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     gateway.start_discovery();
@@ -203,23 +238,34 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    if let Some(admin) = admin {
-        let router = http::admin_router(gateway.state.clone());
+    let side = |name: &'static str, listener: TcpListener, router: axum::Router| {
         let rx = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin, router)
+            let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(stopped(rx))
                 .await
             {
-                tracing::error!(error = %e, "admin listener failed");
+                tracing::error!(listener = name, error = %e, "listener failed");
             }
         });
+    };
+    if let Some(admin) = listeners.admin {
+        side("admin", admin, http::admin_router(gateway.state.clone()));
+    }
+    if let Some(forward) = listeners.forward_auth {
+        side(
+            "forward_auth",
+            forward,
+            http::forward_router(gateway.state.clone()),
+        );
     }
     forget_ended_sessions(&gateway.state);
     let public = gateway.public();
     // Responses go out as soon as they are written: Nagle's algorithm would hold back the last
     // segment of a multi-segment response until the browser acknowledges the ones before it.
-    let listener = axum::serve::ListenerExt::tap_io(listener, set_nodelay as fn(&mut TcpStream));
+    let listener =
+        axum::serve::ListenerExt::tap_io(listeners.public, set_nodelay as fn(&mut TcpStream));
     let app = tower::service_fn(move |stream: axum::serve::IncomingStream<'_, Listener>| {
         let peer = *stream.remote_addr();
         let public = public.clone();

@@ -156,26 +156,17 @@ fn sessions(config: &Config, action: SessionsAction) -> ExitCode {
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
+    let forward_auth = config.server.forward_auth.as_ref().map(|f| f.listen);
+    let listeners = sallyport::Listeners::bind(&config).await?;
     let gateway = sallyport::Gateway::new(config)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("binding server.listen {listen}: {e}"))?;
-    let admin = match admin_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("binding server.admin_listen {addr}: {e}"))?,
-        ),
-        None => None,
-    };
     let runtime = tokio::runtime::Handle::current();
     let flavor = match runtime.runtime_flavor() {
         tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
         _ => "multi_thread",
     };
     let workers = runtime.metrics().num_workers();
-    tracing::info!(%listen, admin = ?admin_listen, runtime = flavor, workers, "sallyport listening");
-    sallyport::serve(gateway, listener, admin, shutdown_signal()).await?;
+    tracing::info!(%listen, admin = ?admin_listen, ?forward_auth, runtime = flavor, workers, "sallyport listening");
+    sallyport::serve(gateway, listeners, shutdown_signal()).await?;
     tracing::info!("sallyport stopped");
     Ok(())
 }

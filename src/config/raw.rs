@@ -59,6 +59,18 @@ pub(crate) struct RawServer {
     pub(crate) shutdown_grace: Option<String>,
     /// Per-client-IP limit on login starts and failed callbacks/verifications.
     pub(crate) rate_limit: Option<RawRateLimit>,
+    /// The forward-auth listener for an edge proxy.
+    pub(crate) forward_auth: Option<RawForwardAuth>,
+}
+
+/// `server.forward_auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawForwardAuth {
+    /// Address of the listener only the edge reaches, e.g. `127.0.0.1:8081`.
+    pub(crate) listen: Option<String>,
+    /// `nginx` | `traefik` | `caddy`: which headers describe the original request.
+    pub(crate) edge: Option<String>,
 }
 
 /// `server.rate_limit`.

@@ -330,6 +330,7 @@ impl Validator {
         let listen = self
             .required("server.listen", raw.listen.as_ref())
             .and_then(|l| self.socket_addr("server.listen", l));
+        let listen_addr = listen;
         let admin_listen = raw
             .admin_listen
             .as_deref()
@@ -367,8 +368,37 @@ impl Validator {
                 Duration::from_secs(60),
             ),
         );
+        let forward_auth = raw.forward_auth.and_then(|f| {
+            let listen = self
+                .required("server.forward_auth.listen", f.listen.as_ref())
+                .and_then(|l| self.socket_addr("server.forward_auth.listen", l));
+            let edge = match f.edge.as_deref() {
+                Some("nginx") => Some(Edge::Nginx),
+                Some("traefik") => Some(Edge::Traefik),
+                Some("caddy") => Some(Edge::Caddy),
+                _ => {
+                    self.err(
+                        "server.forward_auth.edge",
+                        "expected nginx, traefik or caddy: the edge proxy that calls /auth/verify",
+                    );
+                    None
+                }
+            };
+            if listen.is_some() && listen == listen_addr {
+                self.err(
+                    "server.forward_auth.listen",
+                    "must differ from server.listen: browsers must not reach forward-auth answers, which carry tokens",
+                );
+                return None;
+            }
+            Some(ForwardAuthConfig {
+                listen: listen?,
+                edge: edge?,
+            })
+        });
         let public_url = public_url?;
         Some(ServerConfig {
+            forward_auth,
             rate_limit,
             listen: listen?,
             public_origin: public_url.origin().ascii_serialization(),

@@ -11,7 +11,6 @@ use http::{StatusCode, header};
 use super::AppState;
 use super::error::ApiError;
 use crate::config::{AuthMode, TokenMode};
-use crate::proxy::routes::PathError;
 use crate::session::cookie;
 use crate::session::manager::{Loaded, Lookup};
 use crate::telemetry::CorrelationId;
@@ -29,15 +28,13 @@ pub async fn fallback(
 }
 
 async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<Response, ApiError> {
-    let (route, upstream_path) = match app.proxy.routes().find(req.uri().path()) {
-        Some(Ok(m)) => (m.route, m.upstream_path),
-        Some(Err(PathError::Unsafe)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                "the path has dot segments, empty segments, encoded separators or invalid escapes",
-            ));
-        }
+    let found = app
+        .proxy
+        .routes()
+        .find(req.uri().path())
+        .map_err(ApiError::invalid_path)?;
+    let (route, upstream_path) = match found {
+        Some(m) => (m.route, m.upstream_path),
         // Boxed: serving a static file holds a large future that proxied requests need not carry.
         None => return Box::pin(not_routed(app, req)).await,
     };

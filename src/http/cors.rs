@@ -84,7 +84,7 @@ fn preflight(app: &AppState, req: &Request, origin: HeaderValue) -> Response {
         "/auth/logout" => HeaderValue::from_static("POST"),
         "/api/auth/session" => HeaderValue::from_static("GET"),
         _ => match app.proxy.routes().find(path) {
-            Some(Ok(m)) => m.route.allow.clone(),
+            Ok(Some(m)) => m.route.allow.clone(),
             _ => {
                 return ApiError::not_found()
                     .with_header(header::VARY, VARY)

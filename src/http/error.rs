@@ -109,6 +109,16 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "csrf_failed", why)
     }
 
+    /// `400 invalid_path`: the path has no safe normal form (see `proxy::routes::normalize`).
+    pub fn invalid_path(cause: crate::proxy::routes::PathError) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "the path has dot or empty segments, path parameters (;), backslashes, or escapes that must not be escaped",
+        )
+        .with_cause(cause)
+    }
+
     /// `404 not_found`.
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")

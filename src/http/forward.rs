@@ -1,25 +1,31 @@
-//! `GET /auth/verify` (alias `/auth/forward`): forward-auth for edge proxies (Traefik
-//! ForwardAuth, nginx `auth_request`). The same session checks as the proxy path, no proxying.
+//! `GET /auth/verify` (alias `/auth/forward`) on `server.forward_auth.listen`: forward-auth
+//! for edge proxies (nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`). The
+//! same session checks as the proxy path, no proxying.
 //!
-//! The original request is read from `X-Forwarded-Method/Proto/Host/Uri` (Traefik) or
-//! `X-Original-Method/URI` (nginx), but only from peers in `server.trusted_proxies`; anyone else's
-//! claims about the original request are ignored. Authenticated: `200` with the identity headers,
-//! and — to trusted proxies only, never to a browser calling this endpoint directly — the
-//! `Authorization: Bearer …` the matched route's service wants, refreshed as on the proxy path.
-//! Not authenticated: `401` JSON for API-style requests and for nginx (whose `auth_request`
-//! accepts only 2xx, 401 and 403); a `302` to login for Traefik navigations. A state-changing
-//! original request (`X-Forwarded-Method`/`X-Original-Method`) must pass the CSRF checks of
-//! the proxy path, or gets `403 csrf_failed`, which the edge returns to the browser.
+//! # Security
+//! The answer carries the bearer token the matched route's service wants, so it is served only
+//! on a listener of its own that only the edge reaches: the public port has no `/auth/verify`,
+//! and a page's `fetch('/auth/verify', …)` through the edge gets `404` (the nginx recipe also
+//! refuses the path itself). The original request is read only from the headers the configured
+//! edge sets (`X-Original-URI/-Method` for nginx, `X-Forwarded-Uri/-Method` for Traefik and
+//! Caddy), and its path must be in normal form (`400 invalid_path` otherwise), so that the
+//! route decided here is the one the upstream sees.
+//!
+//! Authenticated: `200` with the identity headers and the bearer. Not authenticated: `401`
+//! JSON for API-style requests and for nginx (whose `auth_request` accepts only 2xx, 401 and
+//! 403; the recipe turns a page's 401 into the login redirect); a `302` to login for Traefik
+//! and Caddy navigations. A state-changing original request must pass the CSRF checks of the
+//! proxy path, or gets `403 csrf_failed`, which the edge returns to the browser.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use super::error::ApiError;
 use super::{AppState, csrf};
-use crate::config::{AuthMode, TokenMode};
+use crate::config::{AuthMode, Edge, TokenMode};
 use crate::proxy::headers::{X_AUTH_EMAIL, X_AUTH_USER};
 use crate::session::manager::Lookup;
 
@@ -63,62 +69,57 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[(IpAddr, u8)]) ->
 }
 
 /// The original request as the edge describes it.
-struct Original {
-    uri: Option<String>,
-    /// `GET` when the edge does not say (both recipes do).
+struct Original<'a> {
+    uri: &'a str,
+    /// `GET` when the edge does not say (every recipe does).
     method: Method,
-    /// nginx's `auth_request` cannot pass a redirect on.
-    nginx: bool,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn original(headers: &HeaderMap, trusted: bool) -> Original {
-    if !trusted {
-        return Original {
-            uri: None,
-            method: Method::GET,
-            nginx: false,
-        };
-    }
-    let nginx = headers.contains_key("x-original-uri");
-    let (uri, method) = if nginx {
-        ("x-original-uri", "x-original-method")
-    } else {
-        ("x-forwarded-uri", "x-forwarded-method")
-    };
-    Original {
-        uri: header(headers, uri).map(str::to_owned),
+fn original(headers: &HeaderMap, edge: Edge) -> Result<Original<'_>, ApiError> {
+    let (uri, method) = edge.original_headers();
+    let uri = header(headers, uri).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the edge did not say which request it asks about (X-Original-URI for nginx, X-Forwarded-Uri for Traefik and Caddy); configure it as in Sallyport's recipe",
+        )
+    })?;
+    Ok(Original {
+        uri,
         method: header(headers, method)
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .unwrap_or(Method::GET),
-        nginx,
-    }
+    })
 }
 
 /// The handler.
-pub async fn verify(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let trusted = is_trusted(peer.ip(), &app.config.server.trusted_proxies);
-    let original = original(&headers, trusted);
-    let path = original
-        .uri
-        .as_deref()
-        .map(|u| u.split(['?', '#']).next().unwrap_or(u));
-    let route = path
-        .and_then(|p| app.proxy.routes().find(p))
-        .and_then(Result::ok)
+pub async fn verify(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let Some(edge) = app.config.server.forward_auth.as_ref().map(|f| f.edge) else {
+        return Err(ApiError::not_found());
+    };
+    let original = original(&headers, edge)?;
+    let path = original.uri.split(['?', '#']).next().unwrap_or_default();
+    let route = app
+        .proxy
+        .routes()
+        .find(path)
+        .map_err(ApiError::invalid_path)?
         .map(|m| m.route);
 
     let session = match app.sessions.lookup(&headers).await? {
         Lookup::Found(s) => s,
         Lookup::NoCookie | Lookup::Ended => {
-            return Ok(unauthenticated(&app, &headers, &original, route.is_some()));
+            return Ok(unauthenticated(
+                &app,
+                &headers,
+                &original,
+                edge,
+                route.is_some(),
+            ));
         }
     };
     // The edge passes the browser's own headers, so a state-changing request it is about to
@@ -156,8 +157,7 @@ pub async fn verify(
         h.insert(X_AUTH_EMAIL.clone(), v);
     }
     let bearer = service.and_then(|s| crate::tokens::token_for(&session.record, s.token));
-    // Only a trusted edge gets the token: a browser calling /auth/verify itself must not.
-    if let (true, Some(token)) = (trusted, bearer)
+    if let Some(token) = bearer
         && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {token}"))
     {
         v.set_sensitive(true);
@@ -169,24 +169,22 @@ pub async fn verify(
 fn unauthenticated(
     app: &AppState,
     headers: &HeaderMap,
-    original: &Original,
+    original: &Original<'_>,
+    edge: Edge,
     api_route: bool,
 ) -> Response {
     let api_style = api_route
         || header(headers, "accept").is_some_and(|a| a.contains("application/json"))
         || headers.contains_key("x-requested-with");
-    let login = original
-        .uri
-        .as_deref()
-        .and_then(|u| super::auth::safe_return_to(u, &app.config.server.public_url))
-        .map(|to| {
+    let login =
+        super::auth::safe_return_to(original.uri, &app.config.server.public_url).map(|to| {
             format!(
                 "/auth/login?return_to={}",
                 url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
             )
         });
     match login {
-        Some(location) if !api_style && !original.nginx => {
+        Some(location) if !api_style && edge.passes_redirects() => {
             let mut resp = StatusCode::FOUND.into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);

@@ -99,7 +99,7 @@ fn counts(path: &str, status: StatusCode) -> bool {
     match path {
         // Every login start creates a pending login: count them all.
         "/auth/login" => true,
-        "/auth/callback" | "/auth/verify" | "/auth/forward" => status.is_client_error(),
+        "/auth/callback" => status.is_client_error(),
         _ => false,
     }
 }
@@ -112,12 +112,7 @@ pub struct Own {
 }
 
 /// The rate-limited endpoints, as `'static` names so that no path is copied per request.
-const LIMITED: [&str; 4] = [
-    "/auth/login",
-    "/auth/callback",
-    "/auth/verify",
-    "/auth/forward",
-];
+const LIMITED: [&str; 2] = ["/auth/login", "/auth/callback"];
 
 /// Before the handler, for Sallyport's own endpoints (`None` for every other path): the
 /// default header limit, then the client's rate limit; `Break` with the `431` or `429`.

@@ -1,12 +1,17 @@
 //! The route table: which route serves a client path, and the upstream path it maps to.
 //!
 //! Built once at startup. A route `/x/*` matches `/x`, `/x/` and everything below, never `/xy`;
-//! an exact route matches only itself; the longest matching route wins. A wildcard tail can
-//! never climb out of its `upstream_path`: dot segments, empty segments, backslashes and
-//! encoded slashes or dots are refused.
+//! an exact route matches only itself; the longest matching route wins.
+//!
+//! # Security
+//! One path, one route: a request path is first brought to its one normal form
+//! ([`normalize`]), routes match that form, and exactly that form goes upstream. Spellings that
+//! another server could read as a different path are refused rather than guessed at: dot and
+//! empty segments, `;` path parameters (`/..;/` is `/../` to Tomcat and Spring), backslashes,
+//! percent-encoded unreserved characters (`%70rivate` is `private` upstream, but would not
+//! match a `/private/*` route here), and encoded `/`, `\`, `;`, `%` or NUL.
 
 use http::Method;
-use percent_encoding::percent_decode_str;
 
 use crate::config::{AuthMode, RouteConfig};
 
@@ -42,10 +47,11 @@ pub struct Match<'a> {
     pub upstream_path: String,
 }
 
-/// Why a path that matched a route is refused.
-#[derive(Debug, PartialEq, Eq)]
+/// Why a request path is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    /// The tail would escape the upstream path, or is ambiguous to decode.
+    /// The path has a spelling that servers read differently (see [`normalize`]).
+    #[error("the path is not in normal form")]
     Unsafe,
 }
 
@@ -102,16 +108,22 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The route serving `path` (raw, still percent-encoded), if any.
+    /// The route serving `path` (raw, still percent-encoded), if any, matched on the path's
+    /// normal form.
     ///
     /// # Errors
-    /// [`PathError::Unsafe`] when a route matches but the tail could escape its upstream path.
-    pub fn find<'a>(&'a self, path: &str) -> Option<Result<Match<'a>, PathError>> {
-        let route = self.routes.iter().find(|r| r.matches(path))?;
-        Some(route.map_path(path).map(|upstream_path| Match {
-            route,
-            upstream_path,
-        }))
+    /// [`PathError::Unsafe`] when the path has no safe normal form, whether or not a route
+    /// would match it.
+    pub fn find<'a>(&'a self, path: &str) -> Result<Option<Match<'a>>, PathError> {
+        let path = normalize(path)?;
+        Ok(self
+            .routes
+            .iter()
+            .find(|r| r.matches(&path))
+            .map(|route| Match {
+                route,
+                upstream_path: route.map_path(&path),
+            }))
     }
 }
 
@@ -133,16 +145,13 @@ impl Route {
         })
     }
 
-    fn map_path(&self, path: &str) -> Result<String, PathError> {
+    fn map_path(&self, path: &str) -> String {
         let tail = if self.wildcard {
             &path[self.prefix.len()..]
         } else {
             ""
         };
-        if !tail.is_empty() && !tail_is_safe(tail) {
-            return Err(PathError::Unsafe);
-        }
-        Ok(match &self.upstream_prefix {
+        match &self.upstream_prefix {
             None => path.to_owned(),
             Some(up) if self.upstream_wildcard => {
                 let mut s = String::with_capacity(up.len() + tail.len() + 1);
@@ -154,46 +163,90 @@ impl Route {
                 s
             }
             Some(up) => up.clone(),
-        })
+        }
     }
 }
 
-/// A tail (`/a/b`, still percent-encoded) is safe when neither it nor its decoded form holds a
-/// dot segment, an empty segment, a backslash, a NUL, or an encoded `/`, `\` or `.` that a
-/// second decoding upstream could turn into one. A `%` that starts no valid escape is refused
-/// too: `%%35c` decodes once to `%5c` and twice to `\` (found by the `route` fuzz target).
-/// With that and `%25` refused, one decoding leaves no `%`, so a second changes nothing.
-fn tail_is_safe(tail: &str) -> bool {
-    let bytes = tail.as_bytes();
-    if bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'%'
-            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-    }) {
-        return false;
+/// Whether `b` is an RFC 3986 §2.3 unreserved character, which must never be percent-encoded
+/// in a normal form (§6.2.2.2).
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The one normal form of a request path (still percent-encoded), or [`PathError::Unsafe`].
+///
+/// Escapes get upper-case hex digits (RFC 3986 §6.2.2.1), the only rewrite; anything else that
+/// another server could read as a different path is refused: a path not starting with `/`,
+/// dot segments, empty segments (but a trailing `/`), `;` (path parameters), backslashes, NUL,
+/// a `%` that starts no valid escape (`%%35c` is `%5c` after one decoding and `\` after two),
+/// and escapes of unreserved characters or of `/`, `\`, `;`, `%` and NUL. With `%25` refused,
+/// one decoding upstream leaves no `%`, so a second decoding changes nothing.
+///
+/// Allocates only when an escape has lower-case hex digits.
+///
+/// # Errors
+/// [`PathError::Unsafe`] for every refused spelling.
+pub fn normalize(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::Unsafe);
     }
-    let lower = tail.to_ascii_lowercase();
-    if ["%2f", "%5c", "%00", "%25"]
-        .iter()
-        .any(|bad| lower.contains(bad))
-    {
-        return false;
-    }
-    let decoded = percent_decode_str(tail).decode_utf8_lossy();
-    if decoded.contains('\\') || decoded.contains('\0') {
-        return false;
-    }
-    let mut segments = decoded.split('/').skip(1).peekable();
-    while let Some(segment) = segments.next() {
-        if segment == "." || segment == ".." {
-            return false;
+    let mut lower_hex = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b';' | b'\\' | 0 => return Err(PathError::Unsafe),
+            b'%' => {
+                let hex = |j: usize| bytes.get(j).copied().filter(u8::is_ascii_hexdigit);
+                let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+                    return Err(PathError::Unsafe);
+                };
+                let decoded = (hex_value(hi) << 4) | hex_value(lo);
+                if is_unreserved(decoded) || matches!(decoded, b'/' | b'\\' | b';' | b'%' | 0) {
+                    return Err(PathError::Unsafe);
+                }
+                lower_hex |= hi.is_ascii_lowercase() || lo.is_ascii_lowercase();
+                i += 3;
+            }
+            b'/' => {
+                // The segment after this slash: empty only at the very end, never `.` or `..`.
+                let rest = &bytes[i + 1..];
+                let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+                let segment = &rest[..end];
+                let last = end == rest.len();
+                if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+                    return Err(PathError::Unsafe);
+                }
+                i += 1;
+            }
+            _ => i += 1,
         }
-        // An empty segment is only allowed as the trailing slash.
-        if segment.is_empty() && segments.peek().is_some() {
-            return false;
+    }
+    if !lower_hex {
+        return Ok(std::borrow::Cow::Borrowed(path));
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '%' {
+            // Validated above: two ASCII hex digits follow.
+            for _ in 0..2 {
+                if let Some(h) = chars.next() {
+                    out.push(h.to_ascii_uppercase());
+                }
+            }
         }
     }
-    true
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
 }
 
 #[cfg(test)]
@@ -218,8 +271,10 @@ mod tests {
     }
 
     fn up(t: &RouteTable, path: &str) -> Option<Result<(usize, String), PathError>> {
-        t.find(path)
-            .map(|m| m.map(|m| (m.route.service, m.upstream_path)))
+        match t.find(path) {
+            Ok(m) => m.map(|m| Ok((m.route.service, m.upstream_path))),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     #[test]
@@ -288,16 +343,67 @@ mod tests {
             "/api/orders/%%32f..",
             "/api/orders/a%",
             "/api/orders/a%zz",
+            "/api/orders/file%2etxt",
         ] {
             assert_eq!(up(&t, evil), Some(Err(PathError::Unsafe)), "{evil}");
         }
         assert_eq!(
-            up(&t, "/api/orders/file%2etxt"),
-            Some(Ok((0, "/v1/orders/file%2etxt".into())))
-        );
-        assert_eq!(
             up(&t, "/api/orders/a..b/.c"),
             Some(Ok((0, "/v1/orders/a..b/.c".into())))
+        );
+    }
+
+    #[test]
+    fn path_parameters_cannot_pick_another_route_or_climb_upstream() {
+        let t = table(&[
+            ("/app/*", None),
+            ("/app/private/*", None),
+            ("/api/orders/*", Some("/v1/orders/*")),
+        ]);
+        for evil in [
+            "/api/orders/..;/..;/actuator/env",
+            "/api/orders/x;jsessionid=1",
+            "/app/private;x=1/page",
+            "/app;/private/page",
+            "/app/private%3bx=1/page",
+            "/app/private%3Bx=1/page",
+            "/app/%70rivate/page",
+            "/app/priv%61te/page",
+            "/app/private%2Dx",
+            "/app/private/%7Euser",
+            "/app/private/%5F",
+            "/app/./private/page",
+            "/app//private/page",
+            "app/private/page",
+            "",
+        ] {
+            assert_eq!(up(&t, evil), Some(Err(PathError::Unsafe)), "{evil:?}");
+        }
+        // Also where no route matches: the static files and the 404 see one path too.
+        assert_eq!(up(&t, "/nowhere;x"), Some(Err(PathError::Unsafe)));
+        assert_eq!(
+            up(&t, "/app/private/page"),
+            Some(Ok((1, "/app/private/page".into())))
+        );
+    }
+
+    #[test]
+    fn escapes_are_forwarded_in_one_spelling() {
+        let t = table(&[("/api/orders/*", Some("/v1/orders/*"))]);
+        assert_eq!(
+            up(&t, "/api/orders/caf%c3%a9%20x"),
+            Some(Ok((0, "/v1/orders/caf%C3%A9%20x".into())))
+        );
+        assert_eq!(
+            normalize("/a/%C3%A9").unwrap(),
+            std::borrow::Cow::Borrowed("/a/%C3%A9"),
+            "a normal path is not copied"
+        );
+        assert_eq!(normalize("/"), Ok(std::borrow::Cow::Borrowed("/")));
+        assert_eq!(normalize("/a/"), Ok(std::borrow::Cow::Borrowed("/a/")));
+        assert_eq!(
+            normalize("/a:b@c!$&'()*+,="),
+            Ok(std::borrow::Cow::Borrowed("/a:b@c!$&'()*+,="))
         );
     }
 }

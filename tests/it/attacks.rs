@@ -3,7 +3,8 @@
 //!
 //! 1. Spoofed identity, address and path headers (`X-Auth-Request-*`, `X-Forwarded-*`,
 //!    `Forwarded`, `X-Real-IP` and kin, `X-Original-URL`/`X-Rewrite-URL`, a client bearer)
-//!    from an untrusted peer, on the proxy path and on `/auth/verify`.
+//!    from an untrusted peer, on the proxy path and on `/auth/verify` (which the public port
+//!    does not answer: forward-auth has a listener of its own).
 //! 2. Header injection with CR/LF through `return_to` (login and forward-auth redirect) and
 //!    through claims the provider issues (name, email).
 //! 3. Oversized cookies, and a second session or login cookie planted for another path
@@ -104,25 +105,27 @@ async fn spoofed_identity_address_and_path_headers_never_reach_the_upstream() {
         "a client bearer is stripped"
     );
 
-    // /auth/verify answers an untrusted peer from the session alone: its claims about the
-    // original request and identity are ignored, and it gets no token.
+    // The public port has no forward-auth: whatever a client claims about an original
+    // request, it gets no answer and no token.
     let resp = b
         .http
         .get(b.url("/auth/verify"))
         .header("x-forwarded-uri", "/api/echo/orders")
         .header("x-forwarded-method", "GET")
+        .header("x-original-uri", "/api/echo/orders")
         .header("x-auth-request-user", "admin")
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["x-auth-request-user"], "alice");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert!(resp.headers().get("authorization").is_none());
+    assert!(resp.headers().get("x-auth-request-user").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crlf_cannot_inject_headers_through_return_to_or_claims() {
-    let stack = Stack::start_with(|_| {}, |g| g.trusted_proxies = "[127.0.0.1/32]").await;
+    let stack = Stack::start_with(|_| {}, |g| g.forward_auth = Some("traefik")).await;
+    let forward = stack.gateway.forward_url.clone().unwrap();
     let b = stack.browser();
 
     // return_to at login: raw and encoded line breaks, and a path that only normalises to
@@ -156,7 +159,7 @@ async fn crlf_cannot_inject_headers_through_return_to_or_claims() {
     // The forward-auth redirect built from the edge's original URI: the same rules.
     let verify = |uri: &'static str| {
         b.http
-            .get(b.url("/auth/verify"))
+            .get(format!("{forward}/auth/verify"))
             .header("x-forwarded-uri", uri)
             .header("accept", "text/html")
             .send()
@@ -168,12 +171,14 @@ async fn crlf_cannot_inject_headers_through_return_to_or_claims() {
         "/auth/login?return_to=%2Fx%250d%250aSet-Cookie%3A%2520a%3Db"
     );
     assert!(resp.headers().get("set-cookie").is_none());
-    let resp = verify("/.//evil.example").await.unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::UNAUTHORIZED,
-        "no redirect to another site"
-    );
+    for evil in ["/.//evil.example", "//evil.example/x"] {
+        let resp = verify(evil).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{evil}");
+        assert!(
+            resp.headers().get("location").is_none(),
+            "no redirect to another site"
+        );
+    }
 
     // Claims with CR/LF, issued by the provider (mallory's name and email carry them): they
     // stay data in the session API, and never become a header anywhere.
@@ -199,7 +204,7 @@ async fn crlf_cannot_inject_headers_through_return_to_or_claims() {
     assert!(seen.get("x-injected").is_none());
     let resp = m
         .http
-        .get(m.url("/auth/verify"))
+        .get(format!("{forward}/auth/verify"))
         .header("x-forwarded-uri", "/api/echo/x")
         .send()
         .await
@@ -309,14 +314,16 @@ async fn oversized_cookies_and_cookies_planted_for_another_path_are_refused() {
 /// The subrequest an edge makes for a browser request: the browser's cookie and headers, plus
 /// the edge's description of the original request.
 async fn edge_asks(
+    stack: &Stack,
     b: &Browser,
     method: &str,
     uri: &str,
     headers: &[(&str, &str)],
 ) -> reqwest::Response {
+    let forward = stack.gateway.forward_url.as_deref().unwrap();
     let mut req = b
         .http
-        .get(b.url("/auth/verify"))
+        .get(format!("{forward}/auth/verify"))
         .header("x-forwarded-method", method)
         .header("x-forwarded-uri", uri);
     for (k, v) in headers {
@@ -331,7 +338,7 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
     // be refreshed: the refresh count shows whether a refused request got that far.
     let stack = Stack::start_with(
         |p| p.access_token_ttl = 30,
-        |g| g.trusted_proxies = "[127.0.0.1/32]",
+        |g| g.forward_auth = Some("traefik"),
     )
     .await;
     let b = stack.browser();
@@ -342,7 +349,7 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
 
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         for uri in ["/api/echo/orders", "/app/settings"] {
-            let resp = edge_asks(&b, method, uri, &cross_site).await;
+            let resp = edge_asks(&stack, &b, method, uri, &cross_site).await;
             assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {uri}");
             assert!(resp.headers().get("authorization").is_none());
             assert_eq!(
@@ -354,11 +361,18 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
     // Even with a stolen CSRF token, another origin is refused.
     let mut with_token = cross_site.to_vec();
     with_token.push(("x-csrf-token", &csrf));
-    let resp = edge_asks(&b, "POST", "/api/echo/orders", &with_token).await;
+    let resp = edge_asks(&stack, &b, "POST", "/api/echo/orders", &with_token).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // Same origin but no token, on an API route: refused as on the proxy path.
     let origin = stack.gateway.url.clone();
-    let resp = edge_asks(&b, "POST", "/api/echo/orders", &[("origin", &origin)]).await;
+    let resp = edge_asks(
+        &stack,
+        &b,
+        "POST",
+        "/api/echo/orders",
+        &[("origin", &origin)],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         stack.provider.grants("refresh_token").await,
@@ -368,6 +382,7 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
 
     // The SPA's own request passes and gets its (refreshed) token.
     let resp = edge_asks(
+        &stack,
         &b,
         "POST",
         "/api/echo/orders",
@@ -378,6 +393,7 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
     assert!(resp.headers().get("authorization").is_some());
     // A same-origin form post to a page (no API route) needs only the origin check.
     let resp = edge_asks(
+        &stack,
         &b,
         "POST",
         "/app/settings",
@@ -386,19 +402,26 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
     // Safe methods from anywhere are answered (reading is what GET is for).
-    let resp = edge_asks(&b, "GET", "/api/echo/orders", &cross_site).await;
+    let resp = edge_asks(&stack, &b, "GET", "/api/echo/orders", &cross_site).await;
     assert_eq!(resp.status(), StatusCode::OK);
 
-    // Directly, from a page on another origin: /auth/verify takes no unsafe method, its answer
-    // is not readable cross-origin, and the session survives all of the above.
-    let resp = b
-        .http
-        .post(b.url("/auth/verify"))
-        .header("origin", EVIL)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // Directly, from a page on another origin: the public port has no /auth/verify, for any
+    // method; nothing is readable cross-origin, and the session survives all of the above.
+    for method in [Method::POST, Method::GET] {
+        let resp = b
+            .http
+            .request(method.clone(), b.url("/auth/verify"))
+            .header("origin", EVIL)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(resp.status(), StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+            "{method}: {}",
+            resp.status()
+        );
+        assert!(resp.headers().get("authorization").is_none());
+    }
     let resp = b
         .http
         .get(b.url("/auth/verify"))
@@ -406,7 +429,6 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         resp.headers()
             .keys()
@@ -421,9 +443,16 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn through_real_nginx_a_cross_site_post_never_reaches_the_app() {
-    let stack = Stack::start_with(|_| {}, |g| g.trusted_proxies = "[127.0.0.1/32]").await;
+    let stack = Stack::start_with(
+        |_| {},
+        |g| {
+            g.trusted_proxies = "[127.0.0.1/32]";
+            g.forward_auth = Some("nginx");
+        },
+    )
+    .await;
     let app = stack.upstream.url.trim_start_matches("http://").to_owned();
-    let nginx = Nginx::start(stack.opts.port, &app).await;
+    let nginx = Nginx::start(stack.opts.port, stack.opts.forward_auth_port, &app).await;
     let direct = stack.browser();
     direct.login("alice", "/").await;
     let csrf = direct.csrf_token().await;

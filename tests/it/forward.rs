@@ -1,4 +1,4 @@
-//! Forward-auth on `/auth/verify` as Traefik and nginx call it.
+//! Forward-auth on `/auth/verify` as Traefik and nginx call it, on its own listener.
 
 use std::time::Duration;
 
@@ -7,9 +7,20 @@ use reqwest::StatusCode;
 use crate::harness::browser::Browser;
 use crate::login::Stack;
 
-/// A call as the edge makes it: the browser's cookie plus the edge's description of the request.
-async fn verify(b: &Browser, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = b.http.get(b.url(path));
+/// A call as the edge makes it, on the forward-auth listener: the browser's cookie plus the
+/// edge's description of the request.
+async fn verify(
+    stack: &Stack,
+    b: &Browser,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let base = stack
+        .gateway
+        .forward_url
+        .as_deref()
+        .expect("forward_auth configured");
+    let mut req = b.http.get(format!("{base}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -23,10 +34,10 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn trusted_edges_get_identity_tokens_redirects_and_401s() {
+async fn the_edge_gets_identity_tokens_redirects_and_401s() {
     let stack = Stack::start_with(
         |p| p.access_token_ttl = 120,
-        |g| g.trusted_proxies = "[127.0.0.1/32]",
+        |g| g.forward_auth = Some("traefik"),
     )
     .await;
     let anon = stack.browser();
@@ -37,7 +48,7 @@ async fn trusted_edges_get_identity_tokens_redirects_and_401s() {
     ];
 
     // Not logged in: Traefik navigations go to login with the original URI as return_to…
-    let resp = verify(&anon, "/auth/verify", &traefik_nav).await;
+    let resp = verify(&stack, &anon, "/auth/verify", &traefik_nav).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(
         header(&resp, "location").unwrap(),
@@ -55,21 +66,23 @@ async fn trusted_edges_get_identity_tokens_redirects_and_401s() {
             ("x-requested-with", "XMLHttpRequest"),
         ],
     ] {
-        let resp = verify(&anon, "/auth/verify", &headers).await;
+        let resp = verify(&stack, &anon, "/auth/verify", &headers).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{headers:?}");
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "not_authenticated");
     }
-    // …and nginx, whose auth_request cannot pass a redirect on, always gets 401.
+    // Headers another kind of edge sets are not read: the question is not understood.
     let resp = verify(
+        &stack,
         &anon,
         "/auth/verify",
         &[("x-original-uri", "/app/page"), ("accept", "text/html")],
     )
     .await;
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     // A return_to to another site is never produced.
     let resp = verify(
+        &stack,
         &anon,
         "/auth/verify",
         &[
@@ -78,14 +91,25 @@ async fn trusted_edges_get_identity_tokens_redirects_and_401s() {
         ],
     )
     .await;
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_REQUEST,
+        "not a path in normal form"
+    );
+    assert!(header(&resp, "location").is_none());
 
     // Logged in: identity headers, and the bearer the matched route's service wants.
     let b = stack.browser();
     b.login("alice", "/").await;
     let (access, _, _) = stack.tokens_of(&b).await;
     for path in ["/auth/verify", "/auth/forward"] {
-        let resp = verify(&b, path, &[("x-forwarded-uri", "/api/echo/orders?page=2")]).await;
+        let resp = verify(
+            &stack,
+            &b,
+            path,
+            &[("x-forwarded-uri", "/api/echo/orders?page=2")],
+        )
+        .await;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert_eq!(
             header(&resp, "x-auth-request-user").as_deref(),
@@ -101,13 +125,25 @@ async fn trusted_edges_get_identity_tokens_redirects_and_401s() {
         );
         assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
     }
-    let resp = verify(&b, "/auth/verify", &[("x-original-uri", "/app/page")]).await;
+    let resp = verify(
+        &stack,
+        &b,
+        "/auth/verify",
+        &[("x-forwarded-uri", "/app/page")],
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         header(&resp, "authorization").is_none(),
         "no route, no token"
     );
-    let resp = verify(&b, "/auth/verify", &[("x-forwarded-uri", "/api/public/x")]).await;
+    let resp = verify(
+        &stack,
+        &b,
+        "/auth/verify",
+        &[("x-forwarded-uri", "/api/public/x")],
+    )
+    .await;
     assert!(
         header(&resp, "authorization").is_none(),
         "a service with token: none gets none"
@@ -116,6 +152,7 @@ async fn trusted_edges_get_identity_tokens_redirects_and_401s() {
     // The bearer is refreshed as on the proxy path.
     stack.gateway.clock.advance(Duration::from_secs(90));
     let resp = verify(
+        &stack,
         &b,
         "/auth/verify",
         &[("x-forwarded-uri", "/api/echo/orders")],
@@ -132,46 +169,82 @@ async fn trusted_edges_get_identity_tokens_redirects_and_401s() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn untrusted_callers_get_no_token_and_their_forwarded_headers_are_ignored() {
-    // trusted_proxies is empty: the test client is not an edge.
-    let stack = Stack::start().await;
+async fn nginx_gets_401_for_pages_and_reads_only_its_own_headers() {
+    let stack = Stack::start_with(|_| {}, |g| g.forward_auth = Some("nginx")).await;
+    let anon = stack.browser();
+    // nginx's auth_request cannot pass a redirect on: a page gets 401 (the recipe's
+    // error_page turns it into the login redirect).
+    let resp = verify(
+        &stack,
+        &anon,
+        "/auth/verify",
+        &[("x-original-uri", "/app/page"), ("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
     let b = stack.browser();
     b.login("alice", "/").await;
+    let (access, _, _) = stack.tokens_of(&b).await;
     let resp = verify(
+        &stack,
+        &b,
+        "/auth/verify",
+        &[
+            ("x-original-uri", "/api/echo/orders"),
+            ("x-original-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        header(&resp, "authorization"),
+        Some(format!("Bearer {access}"))
+    );
+    // Traefik's headers mean nothing from nginx: only X-Original-URI says what is asked.
+    let resp = verify(
+        &stack,
         &b,
         "/auth/verify",
         &[("x-forwarded-uri", "/api/echo/orders")],
     )
     .await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::OK,
-        "the session itself is still reported"
-    );
-    assert_eq!(
-        header(&resp, "x-auth-request-user").as_deref(),
-        Some("alice")
-    );
-    assert!(
-        header(&resp, "authorization").is_none(),
-        "a browser calling /auth/verify itself never gets a token"
-    );
-    let body = resp.text().await.unwrap();
-    let (access, _, _) = stack.tokens_of(&b).await;
-    assert!(!body.contains(&access));
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(header(&resp, "authorization").is_none());
+}
 
-    let anon = stack.browser();
-    let resp = verify(
-        &anon,
-        "/auth/verify",
-        &[("x-forwarded-uri", "/app/page"), ("accept", "text/html")],
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_port_never_answers_forward_auth() {
+    // Page JavaScript can call the public port, through the edge or not, with any header: it
+    // must never get a forward-auth answer, which would carry the access token.
+    let stack = Stack::start_with(
+        |_| {},
+        |g| {
+            g.forward_auth = Some("nginx");
+            g.trusted_proxies = "[127.0.0.1/32]";
+        },
     )
     .await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::UNAUTHORIZED,
-        "a spoofed original URI is not used for a redirect"
-    );
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let (access, _, _) = stack.tokens_of(&b).await;
+    for path in ["/auth/verify", "/auth/forward"] {
+        for headers in [
+            [
+                ("x-original-uri", "/api/echo/orders"),
+                ("x-original-method", "GET"),
+            ],
+            [
+                ("x-forwarded-uri", "/api/echo/orders"),
+                ("x-forwarded-method", "GET"),
+            ],
+        ] {
+            let page = b.fetch_with(reqwest::Method::GET, path, &headers).await;
+            assert_eq!(page.status, StatusCode::NOT_FOUND, "{path} {headers:?}");
+            assert!(page.header("authorization").is_none());
+            assert!(!page.body.contains(&access));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,22 +62,22 @@ async fn login_starts_and_failed_checks_are_rate_limited_per_client_ip() {
         StatusCode::OK
     );
 
-    // Failed verifications count; after five, a sixth attempt is refused before it is checked.
+    // Failed callbacks count; after five, a sixth attempt is refused before it is checked.
     let prober = client_from("127.0.0.3");
     for _ in 0..5 {
         assert_eq!(
             prober
-                .get(url("/auth/verify"))
+                .get(url("/auth/callback?state=x&code=y"))
                 .send()
                 .await
                 .unwrap()
                 .status(),
-            StatusCode::UNAUTHORIZED
+            StatusCode::BAD_REQUEST
         );
     }
     assert_eq!(
         prober
-            .get(url("/auth/verify"))
+            .get(url("/auth/callback?state=x&code=y"))
             .send()
             .await
             .unwrap()
@@ -96,18 +96,16 @@ async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_prox
         },
     )
     .await;
-    let url = format!("http://127.0.0.1:{}/auth/verify", stack.opts.port);
+    let url = format!(
+        "http://127.0.0.1:{}/auth/callback?state=x&code=y",
+        stack.opts.port
+    );
     let edge = client_from("127.0.0.1");
-    let via_edge = |client: &'static str| {
-        edge.get(&url)
-            .header("x-original-uri", "/app")
-            .header("x-forwarded-for", client)
-            .send()
-    };
+    let via_edge = |client: &'static str| edge.get(&url).header("x-forwarded-for", client).send();
     for _ in 0..3 {
         assert_eq!(
             via_edge("203.0.113.7").await.unwrap().status(),
-            StatusCode::UNAUTHORIZED
+            StatusCode::BAD_REQUEST
         );
     }
     assert_eq!(
@@ -116,7 +114,7 @@ async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_prox
     );
     assert_eq!(
         via_edge("203.0.113.8").await.unwrap().status(),
-        StatusCode::UNAUTHORIZED,
+        StatusCode::BAD_REQUEST,
         "another client behind the same proxy is not limited"
     );
     // An untrusted peer cannot dodge its limit by naming other addresses.
@@ -125,7 +123,7 @@ async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_prox
     for fake in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
         assert_eq!(
             spoofing(fake).await.unwrap().status(),
-            StatusCode::UNAUTHORIZED
+            StatusCode::BAD_REQUEST
         );
     }
     assert_eq!(

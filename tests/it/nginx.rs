@@ -11,9 +11,16 @@ use crate::login::Stack;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_nginx_recipe_protects_the_app_with_auth_request() {
-    let stack = Stack::start_with(|_| {}, |g| g.trusted_proxies = "[127.0.0.1/32]").await;
+    let stack = Stack::start_with(
+        |_| {},
+        |g| {
+            g.trusted_proxies = "[127.0.0.1/32]";
+            g.forward_auth = Some("nginx");
+        },
+    )
+    .await;
     let app = stack.upstream.url.trim_start_matches("http://").to_owned();
-    let nginx = Nginx::start(stack.opts.port, &app).await;
+    let nginx = Nginx::start(stack.opts.port, stack.opts.forward_auth_port, &app).await;
     let edge = Browser::new(&nginx.url);
 
     // Not logged in: the API answers 401, a page navigation goes to login.
@@ -61,6 +68,38 @@ async fn the_nginx_recipe_protects_the_app_with_auth_request() {
         stack.upstream.seen.lock().unwrap().last().unwrap(),
         &format!("Bearer {access}")
     );
+    // Page JavaScript asking forward-auth itself, with a forged original URI, through the
+    // edge (nginx passes client headers on): no answer, so no token. nginx's own subrequest
+    // location is internal.
+    for path in [
+        "/auth/verify",
+        "/auth/forward",
+        "/auth/%76erify",
+        "/_sallyport/verify",
+    ] {
+        let probe = edge
+            .fetch_with(
+                Method::GET,
+                path,
+                &[
+                    ("x-original-uri", "/api/echo/orders"),
+                    ("x-original-method", "GET"),
+                ],
+            )
+            .await;
+        assert_eq!(probe.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(probe.header("authorization").is_none(), "{path}");
+        assert!(!probe.body.contains(&access), "{path}");
+    }
+    // The genuine auth_request still delivered the token (checked above); once more after
+    // the probes, which changed nothing.
+    let api = edge.fetch(Method::GET, "/api/echo/orders").await;
+    assert_eq!(api.status, StatusCode::OK);
+    assert_eq!(
+        stack.upstream.seen.lock().unwrap().last().unwrap(),
+        &format!("Bearer {access}")
+    );
+
     let page = edge.get("/app/page").await;
     assert_eq!(page.status, StatusCode::OK, "pages pass once logged in");
     assert_eq!(page.json()["headers"]["x-auth-request-user"][0], "alice");

@@ -146,18 +146,115 @@ async fn wildcard_tails_cannot_climb_out_of_the_upstream_path() {
 
 async fn raw_get(stack: &Stack, b: &Browser, path: &str) -> (u16, String) {
     let cookie = b.cookie("sallyport").unwrap();
-    let port = stack.opts.port;
+    raw_request(stack.opts.port, path, Some(&cookie)).await
+}
+
+/// A GET sent byte for byte, so that no client normalises the path first.
+async fn raw_request(port: u16, path: &str, session: Option<&str>) -> (u16, String) {
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
+    let cookie = session.map_or(String::new(), |c| format!("Cookie: sallyport={c}\r\n"));
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nCookie: sallyport={cookie}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\n{cookie}Accept: application/json\r\nConnection: close\r\n\r\n"
     );
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     let status = out.split(' ').nth(1).unwrap().parse().unwrap();
     (status, out)
+}
+
+/// Every spelling of a path that another server could read differently from Sallyport: the
+/// route confusion of `..;` (Tomcat, Spring), path parameters that slip past a stricter route,
+/// encoded unreserved characters, and the separators and dot segments refused before.
+const CONFUSING_PATHS: [&str; 20] = [
+    "/api/echo/..;/..;/actuator/env",
+    "/api/echo/x/..;/y",
+    "/api/echo/x;jsessionid=1",
+    "/api/public/private;x=1/page",
+    "/api/public;/private/page",
+    "/api/public/private%3Bx=1/page",
+    "/api/public/private%3bx=1/page",
+    "/api/public/%70rivate/page",
+    "/api/public/priv%61te/page",
+    "/api/public/private/%7Euser",
+    "/api/public/private%2Dx",
+    "/api/echo/../admin",
+    "/api/echo/%2e%2e/admin",
+    "/api/echo/./admin",
+    "/api/public//private/page",
+    "/api/echo/a%2Fb",
+    "/api/echo/a%5Cb",
+    "/api/echo/a%00",
+    "/api/echo/%252e%252e",
+    "/api/echo/a%zz",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_path_one_route_on_the_proxy_path() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let cookie = b.cookie("sallyport").unwrap();
+    let port = stack.opts.port;
+    let calls = || stack.upstream.seen.lock().unwrap().len();
+    let before = calls();
+    for path in CONFUSING_PATHS {
+        for session in [None, Some(cookie.as_str())] {
+            let (status, body) = raw_request(port, path, session).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains("\"invalid_path\""), "{path}: {body}");
+        }
+    }
+    assert_eq!(calls(), before, "no confusing path reached the upstream");
+
+    // The stricter route under a public one holds: anonymous is refused, alice passes, and
+    // the upstream receives exactly the path that was matched.
+    let (status, _) = raw_request(port, "/api/public/private/page", None).await;
+    assert_eq!(status, 401);
+    let (status, body) = raw_request(port, "/api/public/private/page", Some(&cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"/echo/private/page\""), "{body}");
+    // Escapes that must stay escaped go upstream in one spelling (upper-case hex).
+    let (status, body) = raw_request(port, "/api/echo/caf%c3%a9%20x", Some(&cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"/echo/caf%C3%A9%20x\""), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_path_one_route_on_forward_auth() {
+    let stack = Stack::start_with(|_| {}, |g| g.forward_auth = Some("traefik")).await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let forward = stack.gateway.forward_url.clone().unwrap();
+    for path in CONFUSING_PATHS {
+        let resp = b
+            .http
+            .get(format!("{forward}/auth/verify"))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", format!("{path}?q=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(resp.headers().get("authorization").is_none(), "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_path", "{path}");
+    }
+    let anon = stack.browser();
+    let resp = anon
+        .http
+        .get(format!("{forward}/auth/verify"))
+        .header("x-forwarded-uri", "/api/public/private/page")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the stricter route decides"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -407,3 +407,40 @@ fn route_size_limits_take_units() {
         ]
     );
 }
+
+#[test]
+fn forward_auth_needs_its_own_listener_and_a_known_edge() {
+    let with = |block: &str| {
+        base().replace(
+            "  public_url: http://localhost:8080\n",
+            &format!("  public_url: http://localhost:8080\n  forward_auth: {block}\n"),
+        )
+    };
+    let c = Config::parse(
+        &with("{ listen: 127.0.0.1:8081, edge: caddy }"),
+        Path::new("/"),
+        &env(),
+    )
+    .unwrap();
+    let f = c.server.forward_auth.unwrap();
+    assert_eq!(f.listen, "127.0.0.1:8081".parse().unwrap());
+    assert_eq!(f.edge, Edge::Caddy);
+    assert_eq!(f.edge.original_headers().0, "x-forwarded-uri");
+
+    let e = errors(&with("{ listen: 127.0.0.1:8080, edge: nginx }"));
+    assert_eq!(
+        e,
+        [
+            "server.forward_auth.listen: must differ from server.listen: browsers must not reach forward-auth answers, which carry tokens"
+        ]
+    );
+    let e = errors(&with("{ listen: 127.0.0.1:8081, edge: envoy }"));
+    assert_eq!(
+        e,
+        [
+            "server.forward_auth.edge: expected nginx, traefik or caddy: the edge proxy that calls /auth/verify"
+        ]
+    );
+    let e = errors(&with("{ edge: nginx }"));
+    assert_eq!(e, ["server.forward_auth.listen: is required"]);
+}

@@ -33,6 +33,10 @@ pub struct GatewayOptions {
     pub trusted_proxies: &'static str,
     /// Extra YAML lines under `server:`.
     pub server_yaml: String,
+    /// `server.forward_auth.edge`, with a listener on `forward_auth_port`, when set.
+    pub forward_auth: Option<&'static str>,
+    /// The forward-auth listener's port.
+    pub forward_auth_port: u16,
 }
 
 impl GatewayOptions {
@@ -51,6 +55,8 @@ impl GatewayOptions {
             extra_yaml: String::new(),
             trusted_proxies: "[]",
             server_yaml: String::new(),
+            forward_auth: None,
+            forward_auth_port: super::free_port(),
         }
     }
 
@@ -62,9 +68,17 @@ impl GatewayOptions {
             .map(|k| format!("\"{k}\""))
             .collect::<Vec<_>>()
             .join(", ");
+        let forward_auth = match self.forward_auth {
+            Some(edge) => format!(
+                "  forward_auth: {{ listen: 127.0.0.1:{}, edge: {edge} }}\n",
+                self.forward_auth_port
+            ),
+            None => String::new(),
+        };
         format!(
             r#"
 server:
+{forward_auth}
   listen: 127.0.0.1:{port}
   public_url: http://localhost:{port}
   shutdown_grace: 2s
@@ -116,6 +130,9 @@ routes:
     service: public
     upstream_path: /echo/*
     auth: none
+  - path: /api/public/private/*
+    service: echo
+    upstream_path: /echo/private/*
   - path: /api/slow
     service: echo
     upstream_path: /slow
@@ -160,6 +177,9 @@ routes:
 pub struct Gateway {
     /// `http://localhost:PORT`.
     pub url: String,
+    /// `http://localhost:PORT` of the forward-auth listener, when configured (the browser's
+    /// localhost cookies go along, as the edge passes them on).
+    pub forward_url: Option<String>,
     /// The clock the gateway judges expiry by.
     pub clock: Clock,
     /// The gateway's state, for inspecting sessions.
@@ -188,6 +208,8 @@ impl Gateway {
     ) -> Gateway {
         let clock = Clock::default();
         // A file store may still be held for a moment by a gateway that just stopped.
+        let config = opts.config();
+        let forward_auth = config.server.forward_auth.as_ref().map(|f| f.listen);
         let gateway = super::eventually(std::time::Duration::from_secs(5), || async {
             sallyport::Gateway::with_clock(opts.config(), clock.clone()).ok()
         })
@@ -203,11 +225,25 @@ impl Gateway {
                 .expect("gateway port free"),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sallyport::serve(gateway.clone(), listener, None, async {
+        let forward_listener = match forward_auth {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("forward-auth port free"),
+            ),
+            None => None,
+        };
+        let listeners = sallyport::Listeners {
+            public: listener,
+            admin: None,
+            forward_auth: forward_listener,
+        };
+        let task = tokio::spawn(sallyport::serve(gateway.clone(), listeners, async {
             let _ = stopped.await;
         }));
         Gateway {
             url: format!("http://localhost:{}", opts.port),
+            forward_url: forward_auth.map(|a| format!("http://localhost:{}", a.port())),
             clock,
             gateway,
             stop: Some(stop),

@@ -15,12 +15,14 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx with the recipe, Sallyport on `sallyport_port`, the app at `app` (host:port).
-    pub async fn start(sallyport_port: u16, app: &str) -> Nginx {
+    /// Starts nginx with the recipe: Sallyport on `sallyport_port`, its forward-auth listener
+    /// on `forward_auth_port`, the app at `app` (host:port).
+    pub async fn start(sallyport_port: u16, forward_auth_port: u16, app: &str) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let site = RECIPE
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{sallyport_port}"))
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{forward_auth_port}"))
             .replace("127.0.0.1:7000", app)
             .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"));
         assert_ne!(site, RECIPE, "the recipe's placeholders changed");
