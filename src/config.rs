@@ -220,6 +220,8 @@ pub struct CookieConfig {
     pub name: String,
     /// The short-lived login cookie's name.
     pub login_name: String,
+    /// The short-lived cookie that binds a JSON logout's continuation URL to this browser.
+    pub logout_name: String,
     /// The session cookie's `SameSite`.
     pub same_site: SameSite,
     /// Whether cookies carry `Secure` (false only for http://localhost development).

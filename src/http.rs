@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/logout/continue", get(auth::logout_continue))
         .route(
             "/auth/backchannel-logout",
             post(backchannel::backchannel_logout),

@@ -42,7 +42,7 @@ pub struct Proxy {
     client: Client<Connector, Body>,
     routes: RouteTable,
     upstreams: Vec<Upstream>,
-    our_cookies: [String; 2],
+    our_cookies: [String; 3],
     proto: &'static str,
     public_host: HeaderValue,
 }
@@ -102,7 +102,11 @@ impl Proxy {
             client,
             routes: RouteTable::new(&config.routes),
             upstreams,
-            our_cookies: [cookie.name.clone(), cookie.login_name.clone()],
+            our_cookies: [
+                cookie.name.clone(),
+                cookie.login_name.clone(),
+                cookie.logout_name.clone(),
+            ],
             proto: if config.server.is_https() {
                 "https"
             } else {
@@ -123,8 +127,12 @@ impl Proxy {
     }
 
     /// The names of Sallyport's own cookies, which never reach an upstream.
-    pub fn our_cookies(&self) -> [&str; 2] {
-        [&self.our_cookies[0], &self.our_cookies[1]]
+    pub fn our_cookies(&self) -> [&str; 3] {
+        [
+            &self.our_cookies[0],
+            &self.our_cookies[1],
+            &self.our_cookies[2],
+        ]
     }
 
     /// Fills in the parts of [`Injected`] the proxy knows, for a request to `upstream`.

@@ -734,6 +734,7 @@ impl Validator {
             tracing::warn!(cookie = %name, "session cookie without the __Host- prefix on https");
         }
         let login_name = format!("{name}-login");
+        let logout_name = format!("{name}-logout");
         let idle_timeout = self.positive_duration(
             "session.idle_timeout",
             raw.idle_timeout.as_ref(),
@@ -778,6 +779,7 @@ impl Validator {
             cookie: CookieConfig {
                 name,
                 login_name,
+                logout_name,
                 same_site: same_site?,
                 secure,
             },

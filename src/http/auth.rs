@@ -21,6 +21,8 @@ use crate::session::{LoginRecord, SessionId, SessionRecord, cookie};
 
 /// How long a started login may take.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// How long the continuation URL of a JSON logout stays usable: the SPA follows it at once.
+const LOGOUT_TTL: Duration = Duration::from_secs(60);
 /// The claims `/api/auth/session` shows and upstream identity headers draw from.
 const PROFILE_CLAIMS: [&str; 14] = [
     "name",
@@ -400,6 +402,14 @@ fn continue_page(return_to: &str) -> Response {
 }
 
 /// `POST /auth/logout`: ends the session here, then at the provider when it supports it.
+///
+/// # Security
+/// The end-session URL carries the ID token (`id_token_hint`, OIDC RP-Initiated Logout 1.0
+/// §2), so it only ever travels as a redirect the browser follows. A caller that asks for JSON
+/// (a `fetch()`, which cannot follow a redirect to another origin) gets a Sallyport URL instead:
+/// `/auth/logout/continue?h=…`, single-use, valid for a minute, and bound to this browser by an
+/// `HttpOnly` cookie, which answers the same `303`. Page JavaScript can read that URL but gets
+/// nothing from it: it cannot read a cross-origin redirect, and the URL is useless elsewhere.
 pub async fn logout(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -421,7 +431,13 @@ pub async fn logout(
             safe_return_to(raw, &app.config.server.public_url).ok_or_else(invalid_return_to)?
         }
     };
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let cookie_cfg = app.sessions.cookie();
     let mut target = return_to.clone();
+    let mut binder_cookie = None;
     if let Lookup::Found(session) = app.sessions.lookup(&headers).await? {
         super::csrf::check(
             &headers,
@@ -436,21 +452,31 @@ pub async fn logout(
             && let Some(endpoint) = &metadata.end_session_endpoint
         {
             let post_logout = format!("{}{}", app.config.server.public_origin, return_to);
-            target = end_session_url(
+            let end_session = end_session_url(
                 endpoint,
                 session.record.id_token.expose(),
                 &provider.config().client_id,
                 &post_logout,
             );
+            if wants_json {
+                let (handle, binder) = (crate::random::token(), crate::random::token());
+                app.sessions
+                    .put_logout(&handle, &binder, &end_session, LOGOUT_TTL)
+                    .await?;
+                // Absolute: an SPA on another origin (two-origin development) navigates to it.
+                target = format!(
+                    "{}/auth/logout/continue?h={handle}",
+                    app.config.server.public_origin
+                );
+                binder_cookie = Some(cookie::logout(cookie_cfg, &binder, LOGOUT_TTL));
+            } else {
+                target = end_session;
+            }
         }
     } else {
         super::csrf::check_origin(&headers, &app.config)?;
     }
 
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
     let mut resp = if wants_json {
         // Page JavaScript cannot read a redirect; it gets the target to navigate to.
         let mut r = axum::Json(serde_json::json!({ "redirect_to": target })).into_response();
@@ -459,11 +485,40 @@ pub async fn logout(
     } else {
         redirect(StatusCode::SEE_OTHER, &target)
     };
-    let cookie_cfg = app.sessions.cookie();
     resp.headers_mut().append(
         header::SET_COOKIE,
         cookie::clear(cookie_cfg, &cookie_cfg.name),
     );
+    if let Some(c) = binder_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(resp)
+}
+
+/// `GET /auth/logout/continue?h=…`: the `303` to the provider's end-session URL that a JSON
+/// logout stored for this browser (see [`logout`]); single use.
+pub async fn logout_continue(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let cookie_cfg = app.sessions.cookie();
+    let clear = cookie::clear(cookie_cfg, &cookie_cfg.logout_name);
+    let binder = cookie::find(&headers, &cookie_cfg.logout_name);
+    let end_session = match (params.get("h"), binder) {
+        (Some(handle), Some(binder)) if !handle.is_empty() && !binder.is_empty() => {
+            app.sessions.take_logout(handle, binder).await?
+        }
+        _ => None,
+    };
+    let Some(end_session) = end_session else {
+        return Err(invalid_state(
+            "this logout link expired, was already used, or belongs to another browser; you are signed out of this site",
+        )
+        .with_header(header::SET_COOKIE, clear));
+    };
+    let mut resp = redirect(StatusCode::SEE_OTHER, &end_session);
+    resp.headers_mut().append(header::SET_COOKIE, clear);
     Ok(resp)
 }
 

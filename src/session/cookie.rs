@@ -62,6 +62,12 @@ pub fn login(cfg: &CookieConfig, states: &[&str], max_age: Duration) -> HeaderVa
     )
 }
 
+/// `Set-Cookie` for the logout cookie: binds a JSON logout's continuation URL to the browser
+/// that logged out, so that the URL alone (read by page JavaScript, say) is worth nothing.
+pub fn logout(cfg: &CookieConfig, binder: &str, max_age: Duration) -> HeaderValue {
+    build(&cfg.logout_name, binder, "Lax", cfg.secure, Some(max_age))
+}
+
 /// The states listed in a login cookie value.
 pub fn login_states(value: &str) -> impl Iterator<Item = &str> {
     value
@@ -152,6 +158,7 @@ mod tests {
         CookieConfig {
             name: name.into(),
             login_name: format!("{name}-login"),
+            logout_name: format!("{name}-logout"),
             same_site,
             secure,
         }

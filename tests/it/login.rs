@@ -201,12 +201,31 @@ async fn login_api_call_and_logout_end_to_end() {
         )
         .await;
     assert_eq!(logout.status, StatusCode::OK, "{}", logout.body);
+    // The body page JavaScript reads holds no JWT: a Sallyport URL, bound to this browser.
+    assert!(!logout.body.contains(&id_token), "{}", logout.body);
+    assert!(!logout.body.contains("eyJ"), "{}", logout.body);
     let to = logout.json()["redirect_to"].as_str().unwrap().to_owned();
-    let end_session = url::Url::parse(&to).unwrap();
+    assert!(
+        to.starts_with(&format!("{}/auth/logout/continue?h=", stack.gateway.url)),
+        "{to}"
+    );
+    // Worth nothing without the browser's logout cookie (an XSS sending it home, say).
+    let elsewhere = Browser::new(&stack.gateway.url).get(&to).await;
+    assert_eq!(elsewhere.status, StatusCode::BAD_REQUEST);
+    assert!(elsewhere.header("location").is_none());
+    let continued = b.get(&to).await;
+    assert_eq!(continued.status, StatusCode::SEE_OTHER);
+    let to = continued.header("location").unwrap().to_owned();
     assert!(
         to.starts_with(&format!("{}/session/end", stack.provider.issuer)),
         "{to}"
     );
+    assert_eq!(
+        b.get(&continued_url(&logout)).await.status,
+        StatusCode::BAD_REQUEST,
+        "single use"
+    );
+    let end_session = url::Url::parse(&to).unwrap();
     let q: std::collections::HashMap<_, _> = end_session.query_pairs().into_owned().collect();
     assert_eq!(q["id_token_hint"], id_token);
     assert_eq!(q["client_id"], "sallyport");
@@ -220,9 +239,16 @@ async fn login_api_call_and_logout_end_to_end() {
             .iter()
             .any(|c| c.starts_with("sallyport=;") && c.contains("Max-Age=0"))
     );
-    // The provider's end-session page accepts the request (it knows the id_token_hint).
-    let page = b.http.get(&to).send().await.unwrap();
-    assert_eq!(page.status(), StatusCode::OK);
+    // Following it ends the session at the provider: signing in again asks for the password.
+    assert!(
+        !b.provider_asks_for_password().await,
+        "before: the provider session lets a login through without the password"
+    );
+    b.end_provider_session(&to).await;
+    assert!(
+        b.provider_asks_for_password().await,
+        "after: the provider asks for the password again"
+    );
 
     // The old cookie is refused after logout.
     let replay = Browser::new(&stack.gateway.url);
@@ -246,8 +272,8 @@ async fn login_api_call_and_logout_end_to_end() {
                 seen.url
             );
         }
-        // The ID token appears only in the end-session URL, which goes to the provider.
-        if !seen.url.contains("/auth/logout") {
+        // The ID token appears only in the end-session redirect, which goes to the provider.
+        if !seen.url.contains("/auth/logout/continue") {
             assert!(
                 !seen.body.contains(&id_token) && !seen.headers.contains(&id_token),
                 "ID token in {}",
@@ -255,6 +281,10 @@ async fn login_api_call_and_logout_end_to_end() {
             );
         }
     }
+}
+
+fn continued_url(logout: &crate::harness::browser::Page) -> String {
+    logout.json()["redirect_to"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]

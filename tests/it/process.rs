@@ -138,7 +138,9 @@ async fn debug_logs_of_a_whole_session_hold_no_secret() {
             ],
         )
         .await;
-    let redirect = logout.json()["redirect_to"].as_str().unwrap().to_owned();
+    let continuation = logout.json()["redirect_to"].as_str().unwrap().to_owned();
+    let continued = b.get(&continuation).await;
+    let redirect = continued.header("location").unwrap().to_owned();
     let id_token = url::Url::parse(&redirect)
         .unwrap()
         .query_pairs()

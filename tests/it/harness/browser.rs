@@ -214,6 +214,65 @@ impl Browser {
         panic!("the provider never redirected back to the gateway");
     }
 
+    /// Whether a new login from this browser makes the provider ask for the password (`false`:
+    /// the provider's session let it straight back to the gateway). Starts a login at the
+    /// gateway and walks the provider's redirects, filling in nothing.
+    pub async fn provider_asks_for_password(&self) -> bool {
+        let mut url = self.start_login("return_to=%2F").await;
+        for _ in 0..20 {
+            if url.starts_with(&self.gateway) {
+                return false;
+            }
+            let resp = self.http.get(&url).send().await.unwrap();
+            if resp.status().is_redirection() {
+                let base = reqwest::Url::parse(&url).unwrap();
+                let loc = resp.headers()["location"].to_str().unwrap();
+                url = base.join(loc).unwrap().to_string();
+                continue;
+            }
+            let body = resp.text().await.unwrap();
+            return body.contains("type=\"password\"");
+        }
+        panic!("the provider never answered with a page or a redirect to the gateway");
+    }
+
+    /// Opens the provider's end-session `url` and confirms the sign-out on its page, as a user
+    /// would; panics unless the provider then sends the browser back.
+    pub async fn end_provider_session(&self, url: &str) {
+        let resp = self.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "end-session page {url}");
+        let body = resp.text().await.unwrap();
+        let attr = |name: &str| {
+            body.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_else(|| panic!("no {name} on the end-session page: {body}"))
+                .replace("&amp;", "&")
+        };
+        let action = reqwest::Url::parse(url)
+            .unwrap()
+            .join(&attr("action"))
+            .unwrap();
+        let xsrf = body
+            .split("name=\"xsrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_else(|| panic!("no xsrf on the end-session page: {body}"))
+            .to_owned();
+        let resp = self
+            .http
+            .post(action)
+            .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_redirection(),
+            "confirming the sign-out answered {}",
+            resp.status()
+        );
+    }
+
     /// A whole login as `user`, landing on `return_to`; returns the callback response.
     pub async fn login(&self, user: &str, return_to: &str) -> Page {
         let to_provider = self
