@@ -22,6 +22,10 @@ pub use token::{TokenError, TokenResponse};
 /// After an unknown `kid`, the JWKS is fetched again at most this often (a stream of forged
 /// tokens must not turn into a stream of JWKS requests).
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long any one call to a provider (discovery, JWKS, the token endpoint, userinfo) may
+/// take before it counts as unavailable. The refresh lock's lifetime is derived from it
+/// (`tokens`).
+pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most bytes read from a discovery, JWKS or userinfo response.
 const MAX_DOCUMENT: usize = 512 * 1024;
 
@@ -245,14 +249,14 @@ impl Provider {
             .http
             .get(url)
             .header(http::header::ACCEPT, "application/json")
-            .timeout(Duration::from_secs(10))
+            .timeout(PROVIDER_TIMEOUT)
             .send()
             .await
             .map_err(reqwest::Error::without_url)?;
         if !resp.status().is_success() {
             return Err(format!("{url} answered {}", resp.status()).into());
         }
-        let body = read_limited(resp).await?;
+        let body = read_limited(resp, MAX_DOCUMENT).await?;
         Ok(serde_json::from_slice(&body)?)
     }
 
@@ -407,25 +411,30 @@ impl Provider {
             .get(endpoint.as_str())
             .bearer_auth(access_token.expose())
             .header(http::header::ACCEPT, "application/json")
-            .timeout(Duration::from_secs(10))
+            .timeout(PROVIDER_TIMEOUT)
             .send()
             .await
             .map_err(|e| self.unavailable(e.without_url()))?;
         if !resp.status().is_success() {
             return Err(self.unavailable(format!("userinfo answered {}", resp.status())));
         }
-        let body = read_limited(resp).await.map_err(|e| self.unavailable(e))?;
+        let body = read_limited(resp, MAX_DOCUMENT)
+            .await
+            .map_err(|e| self.unavailable(e))?;
         serde_json::from_slice(&body).map_err(|e| self.unavailable(e))
     }
 }
 
-async fn read_limited(
+/// Reads a provider's response body, refusing one longer than `max` bytes (a misbehaving
+/// provider must not make Sallyport buffer without bound).
+pub(crate) async fn read_limited(
     mut resp: reqwest::Response,
+    max: usize,
 ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(reqwest::Error::without_url)? {
-        if body.len() + chunk.len() > MAX_DOCUMENT {
-            return Err("provider document too large".into());
+        if body.len() + chunk.len() > max {
+            return Err(format!("provider response longer than {max} bytes").into());
         }
         body.extend_from_slice(&chunk);
     }

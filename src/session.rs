@@ -176,9 +176,13 @@ pub enum StoreError {
 /// - Login records are single-use: `take_login` returns a record at most once.
 /// - Login records are bounded: a store keeps at most its configured number, dropping the ones
 ///   closest to expiry first, so a flood of logins cannot grow memory without limit.
+/// - `replace` is compare-and-set: it stores only while the key holds exactly the expected
+///   bytes, so a write based on an old read (a touch racing a refresh) never puts back what a
+///   concurrent writer replaced.
 /// - A lock taken with `try_lock` is held by one caller until `unlock` with its token or until
 ///   its `ttl` passes (so a holder that dies blocks nobody for longer); `unlock` with a token
-///   that no longer holds the lock leaves the current holder's lock alone.
+///   that no longer holds the lock leaves the current holder's lock alone, and so does
+///   `extend_lock`, which gives the holder `ttl` more from now.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// The sealed session stored under `key`; `None` when absent or expired.
@@ -194,6 +198,15 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn update(
         &self,
         key: &StoreKey,
+        sealed: Bytes,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the session under `key` only while it holds exactly `expected`; `false`
+    /// (nothing stored) when it changed meanwhile or is absent.
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        expected: &Bytes,
         sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError>;
@@ -234,6 +247,16 @@ pub trait SessionStore: Send + Sync + 'static {
         _ttl: std::time::Duration,
     ) -> Result<Option<String>, StoreError> {
         Ok(Some(String::new()))
+    }
+    /// Extends a lock taken with `try_lock` to `ttl` from now, if `token` still holds it;
+    /// `false` when it does not (it expired and may have another holder).
+    async fn extend_lock(
+        &self,
+        _key: &StoreKey,
+        _token: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
     }
     /// Releases a lock taken with `try_lock`, if `token` still holds it.
     async fn unlock(&self, _key: &StoreKey, _token: &str) -> Result<(), StoreError> {

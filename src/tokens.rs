@@ -6,21 +6,30 @@
 //! lock (Redis `SET NX PX`, token-checked release); when another instance holds it, it polls
 //! the session until that instance's refresh lands. Whoever holds the lock re-reads the session
 //! first and refreshes only if it is still due, and writes the rotated refresh token before
-//! releasing. A holder that dies blocks nobody beyond the lock's TTL. No sync lock is held
-//! across an await.
+//! releasing. The holder extends the lock while its refresh runs, so a slow provider never
+//! lets a second instance redeem the same rotating refresh token (whose reuse the provider
+//! punishes by revoking the grant); a holder that dies blocks nobody beyond the lock's TTL.
+//! No sync lock is held across an await.
+//!
+//! Only `invalid_grant` ends a session: any other refusal (`429`, `invalid_client` during a
+//! secret rotation, …) or an unreachable provider is `503`, and the session stays.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::oidc::id_token::Expectations;
-use crate::oidc::{Provider, TokenError};
+use crate::oidc::{PROVIDER_TIMEOUT, Provider, TokenError};
 use crate::secret::IdToken;
 use crate::session::manager::{Loaded, Sessions};
 use crate::session::{StoreError, StoreKey};
 
-/// How long the store's refresh lock lives: longer than a token request may take (its timeout
-/// is 10 s), so that two instances never refresh the same session at once.
+/// The most a refresh may take while holding the lock: discovery, the token request and a JWKS
+/// fetch for a refreshed ID token (each bounded by [`PROVIDER_TIMEOUT`]), and the store write.
+/// A refresh still running then is abandoned and the lock released.
+pub const REFRESH_DEADLINE: Duration = Duration::from_secs(PROVIDER_TIMEOUT.as_secs() * 3 + 5);
+/// How long the store's refresh lock lives unless its holder extends it (every third of it,
+/// while the refresh runs): a holder that dies frees it this soon.
 const LOCK_TTL: Duration = Duration::from_secs(15);
 /// How often a waiting instance looks whether the lock holder's refresh has landed.
 const POLL: Duration = Duration::from_millis(25);
@@ -37,6 +46,28 @@ pub enum TokenFailure {
     /// The session store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Extends the refresh lock every third of its lifetime, for as long as it is polled (the
+/// refresh it guards runs beside it). Never returns.
+async fn keep_locked(
+    store: &dyn crate::session::SessionStore,
+    key: &StoreKey,
+    token: &str,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(LOCK_TTL / 3).await;
+        match store.extend_lock(key, token, LOCK_TTL).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(session = ?key, "the refresh lock expired while held; another instance may refresh too");
+                return std::future::pending().await;
+            }
+            Err(e) => {
+                tracing::warn!(session = ?key, error = %e, "extending the refresh lock failed");
+            }
+        }
+    }
 }
 
 /// The token a service with `mode` receives from `record`, if any.
@@ -133,14 +164,28 @@ impl Broker {
         key: StoreKey,
     ) -> Result<Loaded, TokenFailure> {
         let store = sessions.store();
-        let deadline = Instant::now() + LOCK_TTL + Duration::from_secs(1);
+        let deadline = Instant::now() + REFRESH_DEADLINE + Duration::from_secs(1);
         loop {
             if let Some(token) = store.try_lock(&key, LOCK_TTL).await? {
-                let result = self.refresh_holding_lock(sessions, provider, key).await;
+                let refresh = self.refresh_holding_lock(sessions, provider, key);
+                let held = tokio::time::timeout(REFRESH_DEADLINE, async {
+                    tokio::select! {
+                        result = refresh => result,
+                        never = keep_locked(store.as_ref(), &key, &token) => match never {},
+                    }
+                })
+                .await;
                 if let Err(e) = store.unlock(&key, &token).await {
                     tracing::warn!(session = ?key, error = %e, "releasing the refresh lock failed; it expires by itself");
                 }
-                return result;
+                return match held {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(session = ?key, deadline = ?REFRESH_DEADLINE, "refresh abandoned: the provider is too slow");
+                        self.current_or_unavailable(sessions, key, "the refresh took too long")
+                            .await
+                    }
+                };
             }
             // Another instance is refreshing this session: use its result instead.
             tokio::time::sleep(POLL).await;
@@ -212,7 +257,10 @@ impl Broker {
                 tracing::debug!(session = ?key, "access token refreshed");
                 Ok(Loaded { key, record })
             }
-            Err(TokenError::Refused { error }) => {
+            // RFC 6749 §5.2: the refresh token is invalid, expired or revoked. Nothing else
+            // ends a session: a 429, or invalid_client while the client secret is rotated,
+            // would otherwise log out every session due for a refresh at once.
+            Err(TokenError::Refused { error }) if error == "invalid_grant" => {
                 tracing::info!(session = ?key, %error, "refresh refused; ending the session");
                 sessions.delete(&key).await?;
                 Err(TokenFailure::SessionEnded)
@@ -223,6 +271,26 @@ impl Broker {
             }
             Err(e) => Err(TokenFailure::ProviderUnavailable(e)),
         }
+    }
+
+    /// The session as the store holds it, if its access token is still valid; else
+    /// [`TokenFailure::ProviderUnavailable`] with `why`.
+    async fn current_or_unavailable(
+        &self,
+        sessions: &Sessions,
+        key: StoreKey,
+        why: &'static str,
+    ) -> Result<Loaded, TokenFailure> {
+        let Some(record) = sessions.load(&key).await? else {
+            return Err(TokenFailure::SessionEnded);
+        };
+        let now = sessions.clock().unix();
+        if record.access_expires_at.is_some_and(|exp| exp > now) {
+            return Ok(Loaded { key, record });
+        }
+        Err(TokenFailure::ProviderUnavailable(TokenError::Unavailable(
+            why.into(),
+        )))
     }
 
     /// OIDC Core §12.2: a refreshed ID token must be valid and name the same subject; an

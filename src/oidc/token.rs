@@ -5,8 +5,6 @@
 //! (refused vs. unavailable) and later grants (token exchange, client credentials,
 //! `private_key_jwt`) that `oauth2` does not cover.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -14,6 +12,10 @@ use serde::Deserialize;
 
 use crate::config::{ClientAuth, ProviderConfig};
 use crate::secret::{AccessToken, IdToken, RefreshToken};
+
+/// The most bytes read from a token endpoint answer: tokens are a few KiB; a provider that
+/// sends more is refused rather than buffered.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Deserialize)]
@@ -96,15 +98,14 @@ pub(crate) async fn request(
     }
     let resp = req
         .form(&form)
-        .timeout(Duration::from_secs(15))
+        .timeout(super::PROVIDER_TIMEOUT)
         .send()
         .await
         .map_err(|e| TokenError::Unavailable(Box::new(e.without_url())))?;
     let status = resp.status();
-    let body = resp
-        .bytes()
+    let body = super::read_limited(resp, MAX_TOKEN_RESPONSE)
         .await
-        .map_err(|e| TokenError::Unavailable(Box::new(e.without_url())))?;
+        .map_err(TokenError::Unavailable)?;
     if status.is_success() {
         return serde_json::from_slice(&body).map_err(|e| TokenError::Unavailable(Box::new(e)));
     }

@@ -192,6 +192,10 @@ impl Sessions {
 
     /// The session of a request, extending its idle timeout when due.
     ///
+    /// The extension (a "touch") is a compare-and-set on the bytes this request loaded: when
+    /// another request changed the record meanwhile (a refresh rotating the refresh token), the
+    /// touch is dropped rather than putting the old tokens back; a later request touches.
+    ///
     /// # Errors
     /// Only when the store fails; every other problem is [`Lookup::Ended`].
     pub async fn lookup(&self, headers: &HeaderMap) -> Result<Lookup, StoreError> {
@@ -202,15 +206,31 @@ impl Sessions {
             return Ok(Lookup::Ended);
         };
         let key = id.store_key();
-        let Some(mut record) = self.load(&key).await? else {
+        let Some((sealed, record)) = self.load_sealed(&key).await? else {
             return Ok(Lookup::Ended);
         };
         let now = self.clock.unix();
         if now.saturating_sub(record.last_seen) >= self.touch_every {
-            Arc::make_mut(&mut record).last_seen = now;
-            if !self.save(&key, &record).await? {
-                return Ok(Lookup::Ended);
+            let mut touched = (*record).clone();
+            touched.last_seen = now;
+            let touched = Arc::new(touched);
+            let resealed = self.seal(&key, &touched);
+            if self
+                .store
+                .replace(&key, &sealed, resealed.clone(), self.store_expiry(&touched))
+                .await?
+            {
+                self.opened.put(key, resealed, Arc::clone(&touched));
+                return Ok(Lookup::Found(Loaded {
+                    key,
+                    record: touched,
+                }));
             }
+            // Changed (or ended) since it was loaded: what the store holds now is the truth.
+            return Ok(match self.load(&key).await? {
+                Some(record) => Lookup::Found(Loaded { key, record }),
+                None => Lookup::Ended,
+            });
         }
         Ok(Lookup::Found(Loaded { key, record }))
     }
@@ -221,6 +241,14 @@ impl Sessions {
     /// # Errors
     /// When the store fails.
     pub async fn load(&self, key: &StoreKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        Ok(self.load_sealed(key).await?.map(|(_, record)| record))
+    }
+
+    /// [`Sessions::load`], with the sealed bytes the record was opened from.
+    async fn load_sealed(
+        &self,
+        key: &StoreKey,
+    ) -> Result<Option<(Bytes, Arc<SessionRecord>)>, StoreError> {
         let Some(sealed) = self.store.load(key).await? else {
             self.opened.remove(key);
             return Ok(None);
@@ -234,7 +262,7 @@ impl Sessions {
                     return Ok(None);
                 };
                 let record = Arc::new(record);
-                self.opened.put(*key, sealed, Arc::clone(&record));
+                self.opened.put(*key, sealed.clone(), Arc::clone(&record));
                 record
             }
         };
@@ -243,7 +271,7 @@ impl Sessions {
             self.delete(key).await?;
             return Ok(None);
         }
-        Ok(Some(record))
+        Ok(Some((sealed, record)))
     }
 
     /// Decrypts and decodes a sealed record; `None` (logged) when it does not open.
@@ -449,8 +477,19 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use std::time::SystemTime;
+
     use crate::secret::{AccessToken, IdToken};
     use crate::store::memory::MemoryStore;
+
+    fn config() -> SessionConfig {
+        let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
+            providers: { main: { issuer: https://id.example.com, client_id: app, client_secret: s } }\n\
+            session: { keys: [\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"] }\n";
+        Config::parse(yaml, Path::new("/"), &HashMap::<String, String>::new())
+            .expect("a valid test config")
+            .session
+    }
 
     fn sessions(store: &Arc<MemoryStore>) -> Sessions {
         let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
@@ -567,6 +606,120 @@ mod tests {
         assert!(
             cached > OPENED_CAPACITY / 2,
             "evicting keeps most of the cache"
+        );
+    }
+
+    /// A store where another instance's refresh lands between a request's read and its touch.
+    struct RefreshBeforeTouch {
+        inner: Arc<MemoryStore>,
+        refresh: Mutex<Option<(StoreKey, Bytes)>>,
+    }
+
+    impl RefreshBeforeTouch {
+        async fn refresh_lands(&self, t: SystemTime) -> Result<(), StoreError> {
+            let refresh = self.refresh.lock().unwrap().take();
+            if let Some((key, refreshed)) = refresh {
+                assert!(self.inner.update(&key, refreshed, t).await?);
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SessionStore for RefreshBeforeTouch {
+        async fn load(&self, k: &StoreKey) -> Result<Option<Bytes>, StoreError> {
+            self.inner.load(k).await
+        }
+        async fn create(&self, k: &StoreKey, v: Bytes, t: SystemTime) -> Result<bool, StoreError> {
+            self.inner.create(k, v, t).await
+        }
+        // The refresh lands just before the touch's write, whichever way it writes.
+        async fn update(&self, k: &StoreKey, v: Bytes, t: SystemTime) -> Result<bool, StoreError> {
+            self.refresh_lands(t).await?;
+            self.inner.update(k, v, t).await
+        }
+        async fn replace(
+            &self,
+            k: &StoreKey,
+            expected: &Bytes,
+            v: Bytes,
+            t: SystemTime,
+        ) -> Result<bool, StoreError> {
+            self.refresh_lands(t).await?;
+            self.inner.replace(k, expected, v, t).await
+        }
+        async fn delete(&self, k: &StoreKey) -> Result<(), StoreError> {
+            self.inner.delete(k).await
+        }
+        async fn put_login(
+            &self,
+            k: &StoreKey,
+            v: Vec<u8>,
+            t: SystemTime,
+        ) -> Result<(), StoreError> {
+            self.inner.put_login(k, v, t).await
+        }
+        async fn take_login(&self, k: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.take_login(k).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn index(&self, o: &StoreKey, k: &StoreKey, t: SystemTime) -> Result<(), StoreError> {
+            self.inner.index(o, k, t).await
+        }
+        async fn indexed(&self, o: &StoreKey) -> Result<Vec<StoreKey>, StoreError> {
+            self.inner.indexed(o).await
+        }
+        async fn forget(&self, o: &StoreKey) -> Result<(), StoreError> {
+            self.inner.forget(o).await
+        }
+        async fn first_use(&self, k: &StoreKey, t: SystemTime) -> Result<bool, StoreError> {
+            self.inner.first_use(k, t).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_touch_racing_a_refresh_never_puts_the_old_tokens_back() {
+        let memory = Arc::new(MemoryStore::new(10));
+        let racing = Arc::new(RefreshBeforeTouch {
+            inner: Arc::clone(&memory),
+            refresh: Mutex::default(),
+        });
+        let this = {
+            let base = sessions(&memory);
+            Sessions::new(
+                Arc::clone(&racing) as Arc<dyn SessionStore>,
+                &config(),
+                base.clock,
+            )
+        };
+        let other = sessions(&memory);
+        let mut old = record(&this, "old-access");
+        old.refresh_token = Some(crate::secret::RefreshToken::new("old-refresh".to_owned()));
+        let id = this.create(&old).await.unwrap();
+        let key = id.store_key();
+        // Due for a touch; meanwhile the other instance refreshes and rotates the refresh token.
+        this.clock().advance(Duration::from_secs(this.touch_every));
+        let mut refreshed = old.clone();
+        refreshed.access_token = AccessToken::new("new-access".to_owned());
+        refreshed.refresh_token = Some(crate::secret::RefreshToken::new("new-refresh".to_owned()));
+        *racing.refresh.lock().unwrap() = Some((key, other.seal(&key, &refreshed)));
+
+        let seen = match this.lookup(&cookie(&this, &id)).await.unwrap() {
+            Lookup::Found(s) => s.record,
+            other => panic!("the session ended: {other:?}"),
+        };
+        assert_eq!(
+            seen.access_token.expose(),
+            "new-access",
+            "the request sees the refresh"
+        );
+        let stored = other.load(&key).await.unwrap().unwrap();
+        assert_eq!(
+            stored.refresh_token.as_ref().unwrap().expose(),
+            "new-refresh",
+            "the rotated refresh token survived the touch"
         );
     }
 }

@@ -36,6 +36,7 @@ where
     concurrent_creates_have_one_winner(Arc::new(make(100).await)).await;
     sessions_are_indexed_by_owner(&make(100).await).await;
     first_use_detects_replays(&make(100).await).await;
+    replace_writes_only_over_the_expected_bytes(&make(100).await).await;
     make(100).await.ping().await.expect("ping");
 }
 
@@ -241,6 +242,54 @@ async fn sessions_are_indexed_by_owner(s: &impl SessionStore) {
         "forgetting one owner keeps the others"
     );
     assert!(s.indexed(&key(102)).await.unwrap().is_empty());
+}
+
+async fn replace_writes_only_over_the_expected_bytes(s: &impl SessionStore) {
+    let (k, held) = (key(9), Bytes::from_static(b"read"));
+    assert!(
+        !s.replace(&k, &held, Bytes::from_static(b"x"), later())
+            .await
+            .unwrap(),
+        "replace never creates"
+    );
+    assert!(s.create(&k, held.clone(), later()).await.unwrap());
+    // A touch based on this read, racing a refresh that writes first.
+    assert!(
+        s.update(&k, Bytes::from_static(b"refreshed"), later())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.replace(&k, &held, Bytes::from_static(b"touched"), later())
+            .await
+            .unwrap(),
+        "the refresh's write is not undone"
+    );
+    assert_eq!(
+        s.load(&k).await.unwrap().as_deref(),
+        Some(&b"refreshed"[..])
+    );
+    // Based on a current read, it writes (with a copy of the bytes, not the same buffer).
+    let current = Bytes::copy_from_slice(b"refreshed");
+    assert!(
+        s.replace(&k, &current, Bytes::from_static(b"touched"), later())
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.load(&k).await.unwrap().as_deref(), Some(&b"touched"[..]));
+    s.delete(&k).await.unwrap();
+    assert!(
+        !s.replace(
+            &k,
+            &Bytes::from_static(b"touched"),
+            Bytes::from_static(b"x"),
+            later()
+        )
+        .await
+        .unwrap(),
+        "a deleted session stays deleted"
+    );
+    assert_eq!(s.load(&k).await.unwrap(), None);
 }
 
 async fn first_use_detects_replays(s: &impl SessionStore) {

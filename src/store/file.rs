@@ -166,6 +166,38 @@ impl SessionStore for FileStore {
             .await
     }
 
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        expected: &Bytes,
+        sealed: Bytes,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let key = *key.as_bytes();
+        let expected = expected.clone();
+        self.blocking(move |db| {
+            let now = millis(SystemTime::now());
+            let tx = db.begin_write()?;
+            let written = {
+                let mut t = tx.open_table(SESSIONS)?;
+                let same = t
+                    .get(&key[..])?
+                    .is_some_and(|v| v.value().0 > now && v.value().1 == &expected[..]);
+                if same {
+                    t.insert(&key[..], (millis(expires_at), &sealed[..]))?;
+                }
+                same
+            };
+            if written {
+                tx.commit()?;
+            } else {
+                tx.abort()?;
+            }
+            Ok(written)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         let key = *key.as_bytes();
         self.blocking(move |db| {

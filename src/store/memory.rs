@@ -114,6 +114,29 @@ impl SessionStore for MemoryStore {
         Ok(self.write_session(key, sealed, expires_at, |live| live))
     }
 
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        expected: &Bytes,
+        sealed: Bytes,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut map = lock(&self.sessions);
+        let now = SystemTime::now();
+        let same = map.get(key).is_some_and(|e| {
+            // The request path hands back the `Bytes` it loaded from here: equal pointers
+            // settle it without comparing the contents.
+            let held = &e.sealed;
+            e.expires_at > now
+                && ((held.as_ptr() == expected.as_ptr() && held.len() == expected.len())
+                    || held == expected)
+        });
+        if same {
+            map.insert(*key, Entry { sealed, expires_at });
+        }
+        Ok(same)
+    }
+
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         lock(&self.sessions).remove(key);
         Ok(())

@@ -28,6 +28,10 @@ use crate::session::{SessionStore, StoreError, StoreKey};
 
 /// Releases a lock only if it still holds our token (another holder's lock stays).
 const UNLOCK: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// Extends a lock if the token still holds it.
+const EXTEND: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Compare-and-set of a session: writes only while the key holds the expected bytes.
+const REPLACE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3]) return 1 else return 0 end";
 
 /// Where the data lives: one server (or a proxy in front of several), or a Redis Cluster.
 enum Target {
@@ -91,6 +95,8 @@ pub struct RedisStore {
     max_logins: usize,
     timeout: Duration,
     unlock: redis::Script,
+    extend: redis::Script,
+    replace: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -209,6 +215,8 @@ impl RedisStore {
             max_logins: max_logins.max(1),
             timeout,
             unlock: redis::Script::new(UNLOCK),
+            extend: redis::Script::new(EXTEND),
+            replace: redis::Script::new(REPLACE),
         }
     }
 
@@ -316,6 +324,14 @@ impl RedisStore {
         format!("{}logins", self.prefix)
     }
 
+    /// Runs a Lua script (loaded on first use, by `EVALSHA` after), within the timeout.
+    async fn script(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<i64, StoreError> {
+        let mut conn = self.conn().await?;
+        let result =
+            tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await;
+        self.settle(result)
+    }
+
     async fn set(
         &self,
         key: String,
@@ -361,6 +377,21 @@ impl SessionStore for RedisStore {
     ) -> Result<bool, StoreError> {
         self.set(self.key("s", key), &sealed, "XX", expires_at)
             .await
+    }
+
+    async fn replace(
+        &self,
+        key: &StoreKey,
+        expected: &Bytes,
+        sealed: Bytes,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.replace.key(self.key("s", key));
+        invocation
+            .arg(&expected[..])
+            .arg(&sealed[..])
+            .arg(millis(expires_at));
+        self.script(&invocation).await.map(|n| n == 1)
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
@@ -487,13 +518,22 @@ impl SessionStore for RedisStore {
         Ok(reply.map(|_| token))
     }
 
+    async fn extend_lock(
+        &self,
+        key: &StoreKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut invocation = self.extend.key(self.key("lock", key));
+        invocation.arg(token).arg(ms);
+        self.script(&invocation).await.map(|n| n == 1)
+    }
+
     async fn unlock(&self, key: &StoreKey, token: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
         let mut invocation = self.unlock.key(self.key("lock", key));
         invocation.arg(token);
-        let result =
-            tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await;
-        self.settle(result).map(drop)
+        self.script(&invocation).await.map(drop)
     }
 }
 
@@ -939,6 +979,26 @@ mod tests {
                 .unwrap()
                 .is_none(),
             "a wrong token releases nothing"
+        );
+        assert!(
+            !b.extend_lock(&key, "not-the-token", Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "a wrong token extends nothing"
+        );
+        // The holder extends its lock past the first lifetime: still held after it.
+        assert!(
+            a.extend_lock(&key, &token, Duration::from_secs(2))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            b.try_lock(&key, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "extended beyond its first 400 ms"
         );
         a.unlock(&key, &token).await.unwrap();
         let token_b = b

@@ -19,6 +19,15 @@ use crate::login::Stack;
 /// `timeout`. Tests not about timeouts use a generous one: on a loaded 2-core machine, 200
 /// concurrent calls can wait longer than 1 s for Redis, and Sallyport then fails closed (503).
 async fn two_instances(redis: &Redis, timeout: &str) -> (Stack, Gateway) {
+    two_instances_with(redis, timeout, |_| {}).await
+}
+
+/// [`two_instances`], with more gateway options.
+async fn two_instances_with(
+    redis: &Redis,
+    timeout: &str,
+    more: impl FnOnce(&mut crate::harness::gateway::GatewayOptions),
+) -> (Stack, Gateway) {
     let session_yaml = format!(
         "  store: redis\n  redis: {{ url: \"{}\", key_prefix: \"it:\", timeout: {timeout} }}",
         redis.url
@@ -28,6 +37,7 @@ async fn two_instances(redis: &Redis, timeout: &str) -> (Stack, Gateway) {
         |g| {
             g.session_yaml = session_yaml;
             g.refresh_before = "60s";
+            more(g);
         },
     )
     .await;
@@ -129,6 +139,55 @@ async fn two_hundred_calls_over_two_instances_cause_exactly_one_refresh() {
             "all 200 calls carried the new token"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_provider_never_lets_two_instances_redeem_one_refresh_token() {
+    let redis = Redis::start().await;
+    // Discovery is fetched again inside the refresh (it lives 1 s), and every provider call
+    // takes 8 s: the refresh holds the lock longer than the lock's own 15 s lifetime.
+    let (stack, gw_b) = two_instances_with(&redis, "5s", |g| {
+        g.provider_yaml = "    discovery_ttl: 1s".into();
+    })
+    .await;
+    let a = stack.browser();
+    a.login("alice", "/").await;
+    let b = Browser::with_jar(&gw_b.url, Arc::clone(&a.jar));
+    stack
+        .provider
+        .set_faults(&[("discovery_delay_ms", "8000"), ("token_delay_ms", "8000")])
+        .await;
+    stack.gateway.clock.advance(Duration::from_secs(90));
+    gw_b.clock.advance(Duration::from_secs(90));
+
+    let started = Instant::now();
+    let on_a = tokio::spawn({
+        let a = a.clone();
+        async move { a.fetch(Method::GET, "/api/echo/a").await }
+    });
+    // B asks once A holds the lock, and keeps waiting for A's refresh.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let on_b = b.fetch(Method::GET, "/api/echo/b").await;
+    let on_a = on_a.await.unwrap();
+    let took = started.elapsed();
+    stack.provider.set_faults(&[]).await;
+    assert!(
+        took > Duration::from_secs(15),
+        "the refresh outlived the lock's first lifetime ({took:?})"
+    );
+    assert_eq!(on_a.status, StatusCode::OK, "{}", on_a.body);
+    assert_eq!(on_b.status, StatusCode::OK, "{}", on_b.body);
+    assert_eq!(stack.provider.grants("refresh_token").await, 1);
+    assert_eq!(
+        stack.provider.grant_errors("refresh_token").await,
+        0,
+        "the rotated refresh token was never redeemed twice"
+    );
+    assert_eq!(
+        a.fetch(Method::GET, "/api/auth/session").await.status,
+        StatusCode::OK,
+        "the session lives"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -100,3 +100,53 @@ async fn a_refused_refresh_ends_the_session() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_invalid_grant_ends_a_session() {
+    let stack = expiring_stack().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    // The access token has expired: a refresh is needed, and nothing else will do.
+    stack.gateway.clock.advance(Duration::from_secs(130));
+    for (status, error) in [
+        ("429", ""),
+        ("429", "slow_down"),
+        ("401", "invalid_client"),
+        ("400", "invalid_request"),
+        ("400", "unauthorized_client"),
+        ("503", "temporarily_unavailable"),
+    ] {
+        stack
+            .provider
+            .set_faults(&[("token_status", status), ("token_error", error)])
+            .await;
+        let page = b.fetch(Method::GET, "/api/echo/x").await;
+        assert_eq!(
+            page.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{status} {error}: {}",
+            page.body
+        );
+        assert_eq!(page.json()["error"], "provider_unavailable");
+        assert!(
+            page.set_cookies().is_empty(),
+            "{status} {error}: the session cookie is kept"
+        );
+    }
+    assert_eq!(stack.provider.faulted_token_requests().await, 6);
+    // The provider is back: the same refresh token still works, the session goes on.
+    stack.provider.set_faults(&[]).await;
+    let page = b.fetch(Method::GET, "/api/echo/x").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(stack.provider.grants("refresh_token").await, 1);
+
+    // invalid_grant, and only that, ends the session.
+    stack.gateway.clock.advance(Duration::from_secs(130));
+    stack
+        .provider
+        .set_faults(&[("token_status", "400"), ("token_error", "invalid_grant")])
+        .await;
+    let page = b.fetch(Method::GET, "/api/echo/x").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(page.json()["error"], "session_expired");
+}

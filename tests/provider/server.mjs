@@ -7,7 +7,8 @@
 // Everything else goes to stderr. Exits cleanly on SIGTERM/SIGINT.
 //
 // Accounts: alice / secret, bob / secret, and mallory / secret, whose claims carry CR/LF. Consent is granted automatically.
-// Test-only endpoints: GET /__test/stats, POST /__test/reset.
+// Test-only endpoints: GET /__test/stats, POST /__test/reset, POST /__test/faults (a form:
+// discovery_delay_ms, token_delay_ms, token_status, token_error; empty values clear them).
 
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -170,7 +171,28 @@ async function readForm(req) {
 // Test statistics (grant.success / grant.error per grant_type)
 // ---------------------------------------------------------------------------
 
-const stats = { grants: {}, grant_errors: {} };
+const stats = { grants: {}, grant_errors: {}, faulted_token_requests: 0, discovery_requests: 0 };
+
+// Faults a test switches on to play a slow or refusing provider: delays before discovery and the
+// token endpoint answer, and a token endpoint that answers `token_status` with `token_error`
+// instead of running the grant.
+const faults = { discovery_delay_ms: 0, token_delay_ms: 0, token_status: 0, token_error: '' };
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+async function faulted(req, res, url) {
+  if (url.pathname === '/.well-known/openid-configuration') {
+    stats.discovery_requests += 1;
+    if (faults.discovery_delay_ms) await sleep(faults.discovery_delay_ms);
+    return false;
+  }
+  if (url.pathname !== '/token' || req.method !== 'POST') return false;
+  if (faults.token_delay_ms) await sleep(faults.token_delay_ms);
+  if (!faults.token_status) return false;
+  stats.faulted_token_requests += 1;
+  req.resume();
+  sendJson(res, faults.token_status, faults.token_error ? { error: faults.token_error } : {});
+  return true;
+}
 
 function count(bucket, ctx) {
   const grantType = ctx?.oidc?.params?.grant_type ?? 'unknown';
@@ -356,6 +378,15 @@ server.on('request', async (req, res) => {
     if (url.pathname === '/__test/stats' && req.method === 'GET') {
       return sendJson(res, 200, stats);
     }
+    if (url.pathname === '/__test/faults' && req.method === 'POST') {
+      const form = await readForm(req);
+      for (const key of Object.keys(faults)) {
+        const value = form.get(key) ?? '';
+        faults[key] = key === 'token_error' ? value : Number(value || 0);
+      }
+      return sendJson(res, 200, faults);
+    }
+    if (await faulted(req, res, url)) return undefined;
     if (url.pathname === '/__test/reset' && req.method === 'POST') {
       stats.grants = {};
       stats.grant_errors = {};

@@ -156,6 +156,27 @@ impl Provider {
             .unwrap_or(0)
     }
 
+    /// How many token requests the faults answered instead of the provider.
+    pub async fn faulted_token_requests(&self) -> u64 {
+        self.stats().await["faulted_token_requests"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Plays a slow or refusing provider from now on: `faults` are form fields of
+    /// `/__test/faults` (`discovery_delay_ms`, `token_delay_ms`, `token_status`,
+    /// `token_error`); the ones left out are cleared.
+    pub async fn set_faults(&self, faults: &[(&str, &str)]) {
+        let resp = self
+            .http
+            .post(format!("{}/__test/faults", self.issuer))
+            .form(faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+
     /// Revokes a refresh token at the provider (RFC 7009), as an administrator would.
     pub async fn revoke(&self, refresh_token: &str) {
         let resp = self
