@@ -1,5 +1,21 @@
 //! An OpenID provider as Sallyport sees it: discovery and JWKS (cached with a TTL), the
 //! authorization request, token endpoint calls, userinfo, and ID token validation.
+//!
+//! # Re-fetching keys
+//! A token signed with a `kid` the cached JWKS lacks may mean the provider rotated its key, so
+//! the JWKS is fetched again, on a budget that depends on where the token came from:
+//! - an ID token from the token endpoint (an authenticated back-channel answer, which nobody
+//!   else can inject) always gets a JWKS fetched after it arrived: it joins a fetch in flight
+//!   or starts one, unless such a fetch completed within the last second;
+//! - tokens presented by clients (bearers, logout tokens), which anyone can forge with random
+//!   `kid`s, share one re-fetch per [`CLIENT_REFETCH_INTERVAL`], and a `kid` still unknown after
+//!   a re-fetch is remembered as unknown for [`UNKNOWN_KID_TTL`] (at most
+//!   [`MAX_UNKNOWN_KIDS`] of them).
+//!
+//! So a flood of forged tokens can never use up the fetch a login after a rotation needs.
+//! A failed discovery or JWKS fetch is shared by every caller that waited for it, and the next
+//! attempt waits out a backoff (1 s, doubling to 30 s): a provider that hangs costs each request
+//! at most one timeout, not one per caller in the queue.
 
 pub mod authorize;
 pub mod bearer;
@@ -19,9 +35,19 @@ use crate::secret::{AccessToken, RefreshToken};
 pub use id_token::{IdTokenClaims, IdTokenError};
 pub use token::{TokenError, TokenResponse};
 
-/// After an unknown `kid`, the JWKS is fetched again at most this often (a stream of forged
-/// tokens must not turn into a stream of JWKS requests).
-const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Tokens presented by clients may make the JWKS be fetched again at most this often (a stream
+/// of forged tokens must not turn into a stream of JWKS requests).
+pub const CLIENT_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// ID tokens from the token endpoint make the JWKS be fetched again at most this often.
+const TOKEN_ENDPOINT_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a `kid` that a re-fetch did not find is refused without another fetch.
+pub const UNKNOWN_KID_TTL: Duration = Duration::from_secs(300);
+/// How many unknown `kid`s are remembered at most.
+pub const MAX_UNKNOWN_KIDS: usize = 1024;
+/// The first wait after a failed discovery or JWKS fetch; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between attempts at a failing provider.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long any one call to a provider (discovery, JWKS, the token endpoint, userinfo) may
 /// take before it counts as unavailable. The refresh lock's lifetime is derived from it
 /// (`tokens`).
@@ -77,11 +103,80 @@ pub enum ProviderError {
     },
 }
 
+/// Where a token to verify came from, which decides how much it may cost in JWKS fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// The token endpoint's answer to Sallyport itself (ID tokens).
+    TokenEndpoint,
+    /// A client of Sallyport (bearer JWTs, logout tokens): possibly forged.
+    Client,
+}
+
+/// A JWKS as fetched.
+struct Keys {
+    keys: Arc<Vec<Jwk>>,
+    /// When the fetch that got them started: a token that arrived before saw these keys.
+    started: Instant,
+    fetched: Instant,
+}
+
+/// A failed fetch, shared with every caller until its backoff is over.
+#[derive(Clone)]
+struct Failure {
+    at: Instant,
+    backoff: Duration,
+    message: Arc<str>,
+}
+
+impl Failure {
+    fn after(previous: Option<&Failure>, error: &dyn std::fmt::Display) -> Self {
+        let backoff = previous.map_or(FIRST_BACKOFF, |f| (f.backoff * 2).min(MAX_BACKOFF));
+        Self {
+            at: Instant::now(),
+            backoff,
+            message: error.to_string().into(),
+        }
+    }
+
+    /// Whether a caller that started waiting at `asked` should take this failure as its own
+    /// answer: it happened while the caller waited, or its backoff is not over.
+    fn applies(&self, asked: Instant) -> bool {
+        self.at >= asked || self.at.elapsed() < self.backoff
+    }
+}
+
 #[derive(Default)]
 struct Cache {
     metadata: Option<(Arc<Metadata>, Instant)>,
-    jwks: Option<(Arc<Vec<Jwk>>, Instant)>,
-    last_forced_jwks: Option<Instant>,
+    metadata_failure: Option<Failure>,
+    jwks: Option<Keys>,
+    jwks_failure: Option<Failure>,
+    /// When an ID token from the token endpoint last made the JWKS be fetched.
+    token_endpoint_refetch: Option<Instant>,
+    /// When a client's token last made the JWKS be fetched.
+    client_refetch: Option<Instant>,
+    /// `kid`s that a re-fetch did not find, with when.
+    unknown_kids: std::collections::HashMap<String, Instant>,
+}
+
+impl Cache {
+    fn remember_unknown(&mut self, kid: String) {
+        if self.unknown_kids.len() >= MAX_UNKNOWN_KIDS {
+            self.unknown_kids
+                .retain(|_, at| at.elapsed() < UNKNOWN_KID_TTL);
+            if self.unknown_kids.len() >= MAX_UNKNOWN_KIDS {
+                // Still full of fresh forgeries: start over rather than grow.
+                self.unknown_kids.clear();
+            }
+        }
+        self.unknown_kids.insert(kid, Instant::now());
+    }
+
+    fn is_known_unknown(&self, kid: &str) -> bool {
+        self.unknown_kids
+            .get(kid)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_KID_TTL)
+    }
 }
 
 /// One configured provider with its caches.
@@ -149,23 +244,32 @@ impl Provider {
     /// re-fetch fails.
     ///
     /// # Errors
-    /// When nothing is cached and discovery fails, or the issuer does not match.
+    /// When nothing is cached and discovery fails (now, or recently: see the module docs), or
+    /// the issuer does not match.
     pub async fn metadata(&self) -> Result<Arc<Metadata>, ProviderError> {
+        let ttl = self.config.discovery_ttl;
         if let Some((m, at)) = &self.cache().metadata
-            && at.elapsed() < self.config.discovery_ttl
+            && at.elapsed() < ttl
         {
             return Ok(Arc::clone(m));
         }
+        let asked = Instant::now();
         let _guard = self.fetch.lock().await;
         let stale = {
             let cache = self.cache();
             match &cache.metadata {
-                Some((m, at)) if at.elapsed() < self.config.discovery_ttl => {
+                // Fresh, or fetched by another caller while this one waited.
+                Some((m, at)) if at.elapsed() < ttl || *at >= asked => {
                     return Ok(Arc::clone(m));
                 }
                 other => other.as_ref().map(|(m, _)| Arc::clone(m)),
             }
         };
+        if let Some(failure) = self.cache().metadata_failure.clone()
+            && failure.applies(asked)
+        {
+            return stale.ok_or_else(|| self.unavailable(failure.message.to_string()));
+        }
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
@@ -178,66 +282,91 @@ impl Provider {
             }),
             Ok(m) => {
                 let m = Arc::new(m);
-                self.cache().metadata = Some((Arc::clone(&m), Instant::now()));
+                let mut cache = self.cache();
+                cache.metadata = Some((Arc::clone(&m), Instant::now()));
+                cache.metadata_failure = None;
+                drop(cache);
                 tracing::info!(provider = %self.config.name, "provider metadata loaded");
                 Ok(m)
             }
-            Err(e) => match stale {
-                Some(m) => {
-                    tracing::warn!(provider = %self.config.name, error = %e, "discovery refresh failed; using the cached copy");
-                    Ok(m)
+            Err(e) => {
+                let mut cache = self.cache();
+                let failure = Failure::after(cache.metadata_failure.as_ref(), &e);
+                tracing::warn!(provider = %self.config.name, error = %e, retry_in = ?failure.backoff, "discovery failed");
+                cache.metadata_failure = Some(failure);
+                drop(cache);
+                match stale {
+                    Some(m) => Ok(m),
+                    None => Err(self.unavailable(e)),
                 }
-                None => Err(self.unavailable(e)),
-            },
+            }
         }
     }
 
-    /// The JWKS; `force` re-fetches (rate-limited) after an unknown `kid`.
-    async fn jwks(&self, force: bool) -> Result<Arc<Vec<Jwk>>, ProviderError> {
-        let fresh = |cache: &Cache| -> Option<Arc<Vec<Jwk>>> {
-            let (keys, at) = cache.jwks.as_ref()?;
-            let forced_ok = cache
-                .last_forced_jwks
-                .is_none_or(|t| t.elapsed() >= JWKS_REFETCH_INTERVAL);
-            let expired = at.elapsed() >= self.config.discovery_ttl;
-            (!(expired || (force && forced_ok))).then(|| Arc::clone(keys))
+    /// The JWKS: the cached one while it is younger than `discovery_ttl`, or — with
+    /// `started_after` — one whose fetch started after that instant (joining a fetch in flight).
+    async fn jwks(&self, started_after: Option<Instant>) -> Result<Arc<Vec<Jwk>>, ProviderError> {
+        let ttl = self.config.discovery_ttl;
+        let usable = |cache: &Cache, asked: Option<Instant>| -> Option<Arc<Vec<Jwk>>> {
+            let k = cache.jwks.as_ref()?;
+            let ok = match started_after {
+                Some(t) => k.started >= t,
+                None => k.fetched.elapsed() < ttl || asked.is_some_and(|a| k.fetched >= a),
+            };
+            ok.then(|| Arc::clone(&k.keys))
         };
-        if let Some(keys) = fresh(&self.cache()) {
+        if let Some(keys) = usable(&self.cache(), None) {
             return Ok(keys);
         }
         let metadata = self.metadata().await?;
-        let asked_at = Instant::now();
+        let asked = Instant::now();
         let _guard = self.fetch.lock().await;
         let stale = {
             let cache = self.cache();
             // Another caller may have fetched while this one waited for the lock.
-            if let Some((keys, at)) = &cache.jwks
-                && (*at >= asked_at || fresh(&cache).is_some())
-            {
-                return Ok(Arc::clone(keys));
+            if let Some(keys) = usable(&cache, Some(asked)) {
+                return Ok(keys);
             }
-            cache.jwks.as_ref().map(|(k, _)| Arc::clone(k))
+            cache.jwks.as_ref().map(|k| Arc::clone(&k.keys))
         };
-        if force {
-            self.cache().last_forced_jwks = Some(Instant::now());
+        if let Some(failure) = self.cache().jwks_failure.clone()
+            && failure.applies(asked)
+        {
+            return stale.ok_or_else(|| self.unavailable(failure.message.to_string()));
         }
+        let started = Instant::now();
         match self
             .get_json::<serde_json::Value>(metadata.jwks_uri.as_str())
             .await
         {
             Ok(doc) => {
                 let keys = Arc::new(parse_jwks(&doc));
-                tracing::info!(provider = %self.config.name, keys = keys.len(), forced = force, "provider keys loaded");
-                self.cache().jwks = Some((Arc::clone(&keys), Instant::now()));
+                tracing::info!(provider = %self.config.name, keys = keys.len(), "provider keys loaded");
+                let mut cache = self.cache();
+                cache.unknown_kids.retain(|kid, _| {
+                    !keys
+                        .iter()
+                        .any(|k| k.common.key_id.as_deref() == Some(kid.as_str()))
+                });
+                cache.jwks = Some(Keys {
+                    keys: Arc::clone(&keys),
+                    started,
+                    fetched: Instant::now(),
+                });
+                cache.jwks_failure = None;
                 Ok(keys)
             }
-            Err(e) => match stale {
-                Some(keys) => {
-                    tracing::warn!(provider = %self.config.name, error = %e, "JWKS refresh failed; using the cached keys");
-                    Ok(keys)
+            Err(e) => {
+                let mut cache = self.cache();
+                let failure = Failure::after(cache.jwks_failure.as_ref(), &e);
+                tracing::warn!(provider = %self.config.name, error = %e, retry_in = ?failure.backoff, "JWKS fetch failed");
+                cache.jwks_failure = Some(failure);
+                drop(cache);
+                match stale {
+                    Some(keys) => Ok(keys),
+                    None => Err(self.unavailable(e)),
                 }
-                None => Err(self.unavailable(e)),
-            },
+            }
         }
     }
 
@@ -266,32 +395,84 @@ impl Provider {
     /// When the provider cannot be reached or its metadata is unusable.
     pub async fn warm_up(&self) -> Result<(), ProviderError> {
         self.metadata().await?;
-        self.jwks(false).await?;
+        self.jwks(None).await?;
         Ok(())
     }
 
-    /// Verifies a JWT's signature with a key from the JWKS — re-fetching the JWKS once,
-    /// rate-limited, when the `kid` is unknown — and decodes its claims (checking none).
+    /// Verifies a JWT's signature with a key from the JWKS — fetching the JWKS again when the
+    /// `kid` is unknown, on the budget of `source` (see the module docs) — and decodes its
+    /// claims (checking none).
     ///
     /// # Errors
     /// `Err(Ok(reason))` when the token is refused, `Err(Err(_))` when the keys are unavailable.
     async fn verified<T: serde::de::DeserializeOwned>(
         &self,
         token: &str,
+        source: KeySource,
     ) -> Result<(T, id_token::KeyHint), Result<IdTokenError, ProviderError>> {
         let hint = id_token::key_hint(token, &self.config.id_token_algs).map_err(Ok)?;
-        let keys = self.jwks(false).await.map_err(Err)?;
+        // Any JWKS fetched from now on was fetched after the token existed.
+        let arrived = Instant::now();
+        let keys = self.jwks(None).await.map_err(Err)?;
         let key = match id_token::select_key(&keys, &hint) {
             Some(k) => k.clone(),
             None => {
-                let keys = self.jwks(true).await.map_err(Err)?;
-                id_token::select_key(&keys, &hint)
-                    .cloned()
-                    .ok_or(Ok(IdTokenError::UnknownKey))?
+                let Some(after) = self.refetch_after(&hint, source, arrived) else {
+                    return Err(Ok(IdTokenError::UnknownKey));
+                };
+                let keys = self.jwks(Some(after)).await.map_err(Err)?;
+                match id_token::select_key(&keys, &hint) {
+                    Some(k) => k.clone(),
+                    None => {
+                        if source == KeySource::Client {
+                            self.cache()
+                                .remember_unknown(hint.kid.clone().unwrap_or_default());
+                        }
+                        return Err(Ok(IdTokenError::UnknownKey));
+                    }
+                }
             }
         };
         let claims = id_token::decode(token, &key, &hint).map_err(Ok)?;
         Ok((claims, hint))
+    }
+
+    /// For a token from `source` that arrived at `arrived` with a `kid` the cached JWKS lacks:
+    /// the instant after which a JWKS fetch must have started to settle it — joining the
+    /// source's recent or in-flight re-fetch, or a new one (taking the budget) — or `None`
+    /// when the token is to be refused without a fetch.
+    fn refetch_after(
+        &self,
+        hint: &id_token::KeyHint,
+        source: KeySource,
+        arrived: Instant,
+    ) -> Option<Instant> {
+        let mut cache = self.cache();
+        if cache.jwks.as_ref().is_some_and(|k| k.started >= arrived) {
+            // Fetched since the token arrived, and the key is still not there.
+            return None;
+        }
+        let (last, interval) = match source {
+            KeySource::TokenEndpoint => (
+                &mut cache.token_endpoint_refetch,
+                TOKEN_ENDPOINT_REFETCH_INTERVAL,
+            ),
+            KeySource::Client => {
+                if cache.is_known_unknown(hint.kid.as_deref().unwrap_or_default()) {
+                    return None;
+                }
+                (&mut cache.client_refetch, CLIENT_REFETCH_INTERVAL)
+            }
+        };
+        match *last {
+            // Within the budget's interval: share that re-fetch (in flight or done), never
+            // start another.
+            Some(t) if t.elapsed() < interval => Some(t),
+            _ => {
+                *last = Some(arrived);
+                Some(arrived)
+            }
+        }
     }
 
     /// Validates an ID token: signature by a JWKS key and the claims of OIDC Core §3.1.3.7.
@@ -303,7 +484,7 @@ impl Provider {
         token: &str,
         expect: &id_token::Expectations<'_>,
     ) -> Result<IdTokenClaims, Result<IdTokenError, ProviderError>> {
-        let (claims, hint) = self.verified(token).await?;
+        let (claims, hint) = self.verified(token, KeySource::TokenEndpoint).await?;
         id_token::check(claims, &hint, expect).map_err(Ok)
     }
 
@@ -318,7 +499,10 @@ impl Provider {
         now: i64,
     ) -> Result<logout_token::LogoutClaims, Result<logout_token::LogoutTokenError, ProviderError>>
     {
-        let (claims, hint) = self.verified(token).await.map_err(|e| e.map(Into::into))?;
+        let (claims, hint) = self
+            .verified(token, KeySource::Client)
+            .await
+            .map_err(|e| e.map(Into::into))?;
         let skew = self.config.clock_skew.as_secs() as i64;
         logout_token::check(
             &claims,
@@ -343,7 +527,7 @@ impl Provider {
         now: i64,
     ) -> Result<bearer::BearerClaims, Result<bearer::BearerError, ProviderError>> {
         let (claims, _hint) = self
-            .verified::<bearer::BearerClaims>(token)
+            .verified::<bearer::BearerClaims>(token, KeySource::Client)
             .await
             .map_err(|e| e.map(Into::into))?;
         let skew = self.config.clock_skew.as_secs() as i64;

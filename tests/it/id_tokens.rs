@@ -86,16 +86,117 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_hammer_the_provid
     assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
     assert_eq!(provider.counts().1, 2, "the new key is cached");
 
-    // Tokens with a kid nobody publishes: refused, and no JWKS fetch storm.
+    // ID tokens with a kid nobody publishes (a misbehaving provider): refused, and at most
+    // one JWKS fetch per second for them.
     provider.set_flaw(Flaw::UnpublishedKid);
-    for _ in 0..5 {
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
         assert_eq!(login(&gateway).await.0, StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(
-        provider.counts().1,
-        2,
-        "re-fetches after an unknown kid are rate-limited"
+    let fetched = provider.counts().1 - 2;
+    let allowed = started.elapsed().as_secs() + 1;
+    assert!(
+        fetched <= allowed,
+        "{fetched} re-fetches in {:?}",
+        started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_kids_cannot_use_up_the_fetch_a_login_after_a_rotation_needs() {
+    let provider = BadProvider::start().await;
+    let upstream = Upstream::start().await;
+    let reserved = crate::harness::reserve_port();
+    let mut opts = GatewayOptions::new(
+        reserved.local_addr().unwrap().port(),
+        &provider.issuer,
+        &upstream.url,
+    );
+    opts.provider_yaml = "    bearer_audiences: [orders-api]".into();
+    opts.extra_yaml = "  - path: /api/m2m/*\n    service: echo\n    upstream_path: /echo/*\n    auth: session_or_bearer\n".into();
+    let gateway = Gateway::start_on(&opts, Some(reserved)).await;
+    assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
+    let before = provider.counts().1;
+
+    // 1,000 bearers and logout tokens with random kids, 50 at a time, from anyone.
+    let http = reqwest::Client::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({"iss": provider.issuer, "aud": "orders-api", "sub": "x", "exp": now + 300, "iat": now});
+    let forged: Vec<String> = (0..1000)
+        .map(|i| provider.sign_with_unknown_kid(&claims, &format!("forged-{i}")))
+        .collect();
+    for chunk in forged.chunks(50) {
+        let calls = chunk.iter().enumerate().map(|(i, token)| {
+            let req = if i % 2 == 0 {
+                http.get(format!("{}/api/m2m/x", gateway.url))
+                    .bearer_auth(token)
+            } else {
+                http.post(format!("{}/auth/backchannel-logout", gateway.url))
+                    .form(&[("logout_token", token.as_str())])
+            };
+            async move { req.send().await.unwrap().status() }
+        });
+        for status in futures_util::future::join_all(calls).await {
+            assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST,
+                "{status}"
+            );
+        }
+    }
+    let spent = provider.counts().1 - before;
+    assert!(spent <= 2, "1,000 forged kids cost {spent} JWKS fetches");
+
+    // The provider rotates its key 200 ms later: the next login still gets its fetch.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    provider.rotate("rotated");
+    let (status, body, _) = login(&gateway).await;
+    assert_eq!(status, StatusCode::FOUND, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_provider_costs_each_request_one_wait_not_one_per_caller() {
+    let provider = BadProvider::start().await;
+    // Discovery hangs for 2 s, then fails: nothing is cached yet.
+    provider.set_discovery_failing(Some(Duration::from_secs(2)));
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start_default(&provider.issuer, &upstream.url).await;
+    let started = std::time::Instant::now();
+    let logins = (0..20).map(|_| {
+        let b = Browser::new(&gateway.url);
+        async move { b.fetch(Method::GET, "/auth/login").await }
+    });
+    for page in futures_util::future::join_all(logins).await {
+        assert_eq!(
+            page.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            page.body
+        );
+        assert_eq!(page.json()["error"], "provider_unavailable");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "20 callers waited {took:?}: the failure was not shared"
+    );
+    assert!(
+        provider.counts().0 <= 3,
+        "{} discovery requests for 20 callers",
+        provider.counts().0
+    );
+    // Back up: after the backoff, logins work again.
+    provider.set_discovery_failing(None);
+    let back = eventually(Duration::from_secs(40), || async {
+        let page = Browser::new(&gateway.url)
+            .fetch(Method::GET, "/auth/login")
+            .await;
+        (page.status == StatusCode::FOUND).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "logins work once the provider is back");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,6 +61,8 @@ fn new_key(kid: &str) -> Key {
 struct Inner {
     issuer: String,
     flaw: Flaw,
+    /// When set, discovery answers `503` after this delay.
+    discovery_failing: Option<std::time::Duration>,
     published: Vec<Key>,
     signing: usize,
     nonces: HashMap<String, String>,
@@ -105,6 +107,7 @@ impl BadProvider {
             inner: Arc::new(Mutex::new(Inner {
                 issuer: issuer.clone(),
                 flaw: Flaw::None,
+                discovery_failing: None,
                 published: vec![new_key("k1")],
                 signing: 0,
                 nonces: HashMap::new(),
@@ -131,6 +134,19 @@ impl BadProvider {
     /// Makes the next ID tokens carry `flaw`.
     pub fn set_flaw(&self, flaw: Flaw) {
         self.shared.inner.lock().unwrap().flaw = flaw;
+    }
+
+    /// Makes discovery answer `503` after `delay` (a provider that hangs, then fails), or
+    /// work again with `None`.
+    pub fn set_discovery_failing(&self, delay: Option<std::time::Duration>) {
+        self.shared.inner.lock().unwrap().discovery_failing = delay;
+    }
+
+    /// A JWT with `claims` under a `kid` that is never published (signed by a key of its own).
+    pub fn sign_with_unknown_kid(&self, claims: &serde_json::Value, kid: &str) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, claims, &new_key(kid).enc).unwrap()
     }
 
     /// Publishes a new key `kid` beside the old ones and signs with it from now on.
@@ -175,7 +191,14 @@ impl Drop for BadProvider {
 
 async fn discovery(State(s): State<Shared>) -> Response {
     s.counts.discovery.fetch_add(1, Ordering::SeqCst);
-    let issuer = s.inner.lock().unwrap().issuer.clone();
+    let (issuer, failing) = {
+        let inner = s.inner.lock().unwrap();
+        (inner.issuer.clone(), inner.discovery_failing)
+    };
+    if let Some(delay) = failing {
+        tokio::time::sleep(delay).await;
+        return http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     axum::Json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
