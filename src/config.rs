@@ -46,6 +46,9 @@ pub struct Config {
     pub csrf: CsrfConfig,
     /// `cors`.
     pub cors: CorsConfig,
+    /// Settings that are valid but probably not what was meant (`check` prints them, `serve`
+    /// logs them).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `server`.
@@ -63,7 +66,7 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// How long in-flight requests may finish after a stop signal.
     pub shutdown_grace: Duration,
-    /// Login starts and failed callbacks/verifications allowed per client IP and window.
+    /// Failed attempts (login callbacks, client bearers) allowed per client and window.
     pub rate_limit: (u32, Duration),
     /// The forward-auth listener, if an edge proxy asks Sallyport about its requests.
     pub forward_auth: Option<ForwardAuthConfig>,

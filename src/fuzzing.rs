@@ -94,10 +94,10 @@ pub fn cookie(data: &[u8]) {
         assert_eq!(id.encode(), raw, "a session id has exactly one encoding");
         let _: StoreKey = id.store_key();
     }
-    if let Some(raw) = cookie::find(&headers, &names.login_name) {
-        let states: Vec<&str> = cookie::login_states(raw).collect();
-        assert!(states.len() <= cookie::MAX_LOGINS_PER_BROWSER);
-        assert!(states.iter().all(|s| !s.is_empty() && !s.contains('.')));
+    let logins = cookie::logins(&headers, names);
+    for (i, (name, _)) in logins.iter().enumerate() {
+        assert!(name.starts_with(&names.login_name), "{name}");
+        assert!(!logins[..i].iter().any(|(n, _)| n == name), "{name} twice");
     }
     cookie::strip(&mut headers, &[&names.name, &names.login_name]);
     assert!(
@@ -105,7 +105,7 @@ pub fn cookie(data: &[u8]) {
         "session cookie left for upstream"
     );
     assert!(
-        cookie::find(&headers, &names.login_name).is_none(),
+        cookie::logins(&headers, names).is_empty(),
         "login cookie left for upstream"
     );
 }

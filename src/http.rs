@@ -50,7 +50,7 @@ pub struct Shared {
     pub proxy: Proxy,
     /// Static SPA files, if configured.
     pub assets: Option<assets::Assets>,
-    /// Per-client-IP limit on Sallyport's login and check endpoints.
+    /// Per-client limit on failed attempts that cost a provider call or a signature check.
     pub limiter: limits::RateLimiter,
 }
 
@@ -125,17 +125,15 @@ impl Public {
                 ControlFlow::Continue(allowed) => allowed,
                 ControlFlow::Break(preflight) => return preflight,
             };
-            let mut resp = match limits::before(&app, peer, &req) {
+            let mut resp = match limits::before(peer, &req) {
                 ControlFlow::Break(refused) => refused,
-                ControlFlow::Continue(None) if !is_own(req.uri().path()) => {
+                ControlFlow::Continue(None) => {
                     api::fallback(State(app.clone()), ConnectInfo(peer), req).await
                 }
-                ControlFlow::Continue(limited) => {
+                ControlFlow::Continue(Some(own_endpoint)) => {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     let Ok(mut resp) = own.oneshot(req).await;
-                    if let Some(limited) = limited {
-                        limits::after(&app, limited, &mut resp);
-                    }
+                    limits::after(own_endpoint, &mut resp);
                     resp
                 }
             };

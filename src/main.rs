@@ -78,6 +78,9 @@ fn main() -> ExitCode {
         return sessions(&config, action);
     }
     if let Some(Command::Check) = cli.command {
+        for w in &config.warnings {
+            println!("warning: {w}");
+        }
         println!(
             "{}: valid ({} provider(s), {} service(s), {} route(s), {} store)",
             cli.config.display(),
@@ -157,6 +160,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
     let forward_auth = config.server.forward_auth.as_ref().map(|f| f.listen);
+    for w in &config.warnings {
+        tracing::warn!(key = %w.path, "{}", w.message);
+    }
     let listeners = sallyport::Listeners::bind(&config).await?;
     let gateway = sallyport::Gateway::new(config)?;
     let runtime = tokio::runtime::Handle::current();

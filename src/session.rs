@@ -137,8 +137,12 @@ pub struct SessionRecord {
 }
 
 /// The pre-login record: what the callback needs to finish a login started by this browser.
+/// It travels sealed in the browser's login cookie, so a login in flight costs the server
+/// nothing (a flood of login starts fills no table and pushes out no one's login).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginRecord {
+    /// The OAuth `state` sent with the authorization request; the callback must bring it back.
+    pub state: String,
     /// The provider logged in at.
     pub provider: String,
     /// The OIDC nonce sent in the authorization request.

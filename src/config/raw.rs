@@ -57,7 +57,7 @@ pub(crate) struct RawServer {
     pub(crate) trusted_proxies: Vec<String>,
     /// How long in-flight requests may finish after SIGTERM (default `10s`).
     pub(crate) shutdown_grace: Option<String>,
-    /// Per-client-IP limit on login starts and failed callbacks/verifications.
+    /// Per-client limit on failed login callbacks and refused client bearers.
     pub(crate) rate_limit: Option<RawRateLimit>,
     /// The forward-auth listener for an edge proxy.
     pub(crate) forward_auth: Option<RawForwardAuth>,

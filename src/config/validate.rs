@@ -63,7 +63,10 @@ pub(super) fn parse(
     };
     let config = v.config(raw, base_dir);
     match config {
-        Some(config) if v.errors.is_empty() => Ok(config),
+        Some(mut config) if v.errors.is_empty() => {
+            config.warnings = std::mem::take(&mut v.warnings);
+            Ok(config)
+        }
         _ => Err(ConfigErrors(v.errors)),
     }
 }
@@ -184,11 +187,19 @@ fn interpolate_tree(value: &mut Value, path: &mut String, env: &dyn EnvSource, v
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Validator {
     fn err(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
             path: path.to_owned(),
             message: message.into(),
         });
@@ -316,6 +327,7 @@ impl Validator {
             static_files,
             csrf,
             cors: CorsConfig { allowed_origins },
+            warnings: Vec::new(),
         })
     }
 
@@ -397,6 +409,12 @@ impl Validator {
             })
         });
         let public_url = public_url?;
+        if public_url.scheme() == "https" && trusted_proxies.is_empty() {
+            self.warn(
+                "server.trusted_proxies",
+                "empty while public_url is https: if a TLS terminator or load balancer is in front of Sallyport, every browser arrives from its address (one rate-limit bucket for everyone, its address in X-Forwarded-For); list its address or network here",
+            );
+        }
         Some(ServerConfig {
             forward_auth,
             rate_limit,
@@ -730,8 +748,11 @@ impl Validator {
                 "a __Host- cookie needs https; with an http://localhost public_url use a name without the prefix (default: sallyport)",
             );
         } else if secure && !name.starts_with("__Host-") {
-            // Allowed (some deployments share the cookie across paths), but weaker: say so once.
-            tracing::warn!(cookie = %name, "session cookie without the __Host- prefix on https");
+            // Allowed (some deployments share the cookie across paths), but weaker: say so.
+            self.warn(
+                "session.cookie.name",
+                "without the __Host- prefix, a sibling subdomain can plant a cookie of this name; keep the default unless you must",
+            );
         }
         let login_name = format!("{name}-login");
         let logout_name = format!("{name}-logout");

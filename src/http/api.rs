@@ -76,8 +76,14 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         && let Some(token) = client_bearer(req.headers())
     {
         // A machine client: its own token, checked and forwarded unchanged. No cookie is
-        // involved, so there is nothing for CSRF to ride on.
+        // involved, so there is nothing for CSRF to ride on. A refused token counts against
+        // the client's address; a valid one gives its attempt back.
+        let permit = app
+            .limiter
+            .acquire(client_ip(app, peer, &req))
+            .map_err(super::limits::rate_limited)?;
         let claims = Box::pin(validate_bearer(app, &token)).await?;
+        permit.succeeded();
         let correlation_id = correlation_id(&req);
         let mut add = app.proxy.injected(
             route.service,

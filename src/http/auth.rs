@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq;
@@ -17,7 +17,7 @@ use crate::oidc::authorize::{AuthorizationRequest, end_session_url};
 use crate::oidc::id_token::Expectations;
 use crate::oidc::{IdTokenClaims, TokenError};
 use crate::session::manager::Lookup;
-use crate::session::{LoginRecord, SessionId, SessionRecord, cookie};
+use crate::session::{LoginRecord, SessionId, SessionRecord, StoreKey, cookie};
 
 /// How long a started login may take.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -151,13 +151,16 @@ pub async fn login(
 
     let state = crate::random::token();
     let record = LoginRecord {
+        state: state.clone(),
         provider: cfg.name.clone(),
         nonce: crate::random::token(),
         code_verifier: crate::random::token(),
         return_to,
         started_at: app.sessions.clock().unix(),
     };
-    app.sessions.put_login(&state, &record, LOGIN_TTL).await?;
+    let cookie_cfg = app.sessions.cookie();
+    let name = cookie::login_name(cookie_cfg, &state).expect("random tokens are long enough");
+    let sealed = app.sessions.seal_login(&name, &record);
 
     let url = AuthorizationRequest {
         endpoint: &metadata.authorization_endpoint,
@@ -171,16 +174,30 @@ pub async fn login(
     }
     .url();
 
-    // This browser's other logins in flight (other tabs) stay valid, newest first.
-    let cookie_cfg = app.sessions.cookie();
-    let previous = cookie::find(&headers, &cookie_cfg.login_name).unwrap_or("");
-    let mut states = vec![state.as_str()];
-    states.extend(cookie::login_states(previous).take(cookie::MAX_LOGINS_PER_BROWSER - 1));
     let mut resp = redirect(StatusCode::FOUND, &url);
-    resp.headers_mut().append(
+    let h = resp.headers_mut();
+    h.append(
         header::SET_COOKIE,
-        cookie::login(cookie_cfg, &states, LOGIN_TTL),
+        cookie::login(cookie_cfg, &name, &sealed, LOGIN_TTL),
     );
+    // This browser's other logins in flight (other tabs) stay, newest first, up to a bound;
+    // older ones, and ones that no longer open, are cleared rather than piling up.
+    let now = app.sessions.clock().unix();
+    let mut others: Vec<(u64, &str)> = Vec::new();
+    for (other, value) in cookie::logins(&headers, cookie_cfg) {
+        match app.sessions.open_login(other, value) {
+            Some(r) if now <= r.started_at + LOGIN_TTL.as_secs() => {
+                others.push((r.started_at, other));
+            }
+            _ => {
+                h.append(header::SET_COOKIE, cookie::clear(cookie_cfg, other));
+            }
+        }
+    }
+    others.sort_unstable_by_key(|&(started, _)| std::cmp::Reverse(started));
+    for (_, old) in others.iter().skip(cookie::MAX_LOGINS_PER_BROWSER - 1) {
+        h.append(header::SET_COOKIE, cookie::clear(cookie_cfg, old));
+    }
     Ok(resp)
 }
 
@@ -191,6 +208,7 @@ fn invalid_state(message: &'static str) -> ApiError {
 /// `GET /auth/callback`: finishes a login and creates the session.
 pub async fn callback(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -198,35 +216,28 @@ pub async fn callback(
     let state = params
         .get("state")
         .ok_or_else(|| invalid_state("the state parameter is missing"))?;
-    let login_cookie = cookie::find(&headers, &cookie_cfg.login_name).ok_or_else(|| {
+    // The login must be one this browser started (login CSRF protection): its cookie, named
+    // after the state, opens only for that name and holds exactly this state.
+    let name = cookie::login_name(cookie_cfg, state)
+        .ok_or_else(|| invalid_state("this login was not started in this browser"))?;
+    let login_cookie = cookie::find(&headers, &name).ok_or_else(|| {
         invalid_state("the login cookie is missing; start the login again in this browser")
     })?;
-    // The state must be one this browser started (login CSRF protection).
-    let mut remaining = Vec::new();
-    let mut bound = false;
-    for s in cookie::login_states(login_cookie) {
-        if s.len() == state.len() && bool::from(s.as_bytes().ct_eq(state.as_bytes())) {
-            bound = true;
-        } else {
-            remaining.push(s);
-        }
-    }
-    if !bound {
-        return Err(invalid_state("this login was not started in this browser"));
-    }
+    let clear_login = cookie::clear(cookie_cfg, &name);
+    let with_cleared = |e: ApiError| e.with_header(header::SET_COOKIE, clear_login.clone());
     let login = app
         .sessions
-        .take_login(state)
-        .await?
-        .ok_or_else(|| invalid_state("this login expired or was already used; start again"))?;
-    let clear_login = cookie::login(cookie_cfg, &remaining, LOGIN_TTL);
-    let with_cleared = |e: ApiError| e.with_header(header::SET_COOKIE, clear_login.clone());
-    if app.sessions.clock().unix() > login.started_at + LOGIN_TTL.as_secs() {
+        .open_login(&name, login_cookie)
+        .filter(|l| {
+            l.state.len() == state.len() && bool::from(l.state.as_bytes().ct_eq(state.as_bytes()))
+        })
+        .ok_or_else(|| with_cleared(invalid_state("this login was not started in this browser")))?;
+    let now = app.sessions.clock().unix();
+    if now > login.started_at + LOGIN_TTL.as_secs() {
         return Err(with_cleared(invalid_state(
             "this login expired or was already used; start again",
         )));
     }
-
     if let Some(error) = params.get("error") {
         let code: String = error
             .chars()
@@ -263,6 +274,24 @@ pub async fn callback(
         ))
     })?;
 
+    // From here on the provider is called for this client: failures count against its
+    // address (a success gives the attempt back).
+    let permit = app
+        .limiter
+        .acquire(super::forward::client_ip(
+            peer.ip(),
+            &headers,
+            &app.config.server.trusted_proxies,
+        ))
+        .map_err(|wait| with_cleared(super::limits::rate_limited(wait)))?;
+    // Single use, on every instance sharing the store.
+    let used = StoreKey::hash(format!("state\0{state}").as_bytes());
+    let until = crate::session::from_unix(login.started_at + LOGIN_TTL.as_secs());
+    if !app.sessions.store().first_use(&used, until).await? {
+        return Err(with_cleared(invalid_state(
+            "this login expired or was already used; start again",
+        )));
+    }
     let tokens = provider
         .exchange_code(code, &login.code_verifier)
         .await
@@ -365,6 +394,7 @@ pub async fn callback(
         csrf_token: crate::random::token(),
     };
     let id = app.sessions.create(&record).await?;
+    permit.succeeded();
     tracing::info!(provider = %cfg.name, "login completed");
 
     let session_cookie = cookie::session(cookie_cfg, &id.encode(), app.sessions.cookie_max_age());

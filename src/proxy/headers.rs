@@ -230,7 +230,7 @@ fn sets_one_of(value: &HeaderValue, names: &[&str]) -> bool {
         .ok()
         .and_then(|v| v.split_once('='))
         .map(|(n, _)| n.trim());
-    name.is_some_and(|n| names.contains(&n))
+    name.is_some_and(|n| crate::session::cookie::is_ours(n, names))
 }
 
 #[cfg(test)]

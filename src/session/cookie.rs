@@ -10,7 +10,20 @@ use http::{HeaderMap, HeaderValue, header};
 use crate::config::{CookieConfig, SameSite};
 
 /// How many logins one browser may have in flight (one per tab, say); older ones drop out.
-pub const MAX_LOGINS_PER_BROWSER: usize = 3;
+pub const MAX_LOGINS_PER_BROWSER: usize = 5;
+/// How many characters of a login's `state` name its cookie (`<login_name>-<tag>`): enough
+/// that a browser's few logins never share one.
+pub const LOGIN_TAG: usize = 12;
+
+/// Whether the cookie `key` is one of Sallyport's: one of `names`, or a name under one of
+/// them (`<name>-…`, such as the per-login cookies). Such cookies never reach an upstream, and
+/// an upstream can never set one.
+pub fn is_ours(key: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| {
+        key.strip_prefix(n)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    })
+}
 
 /// The value of the cookie `name` in `headers`, if sent.
 ///
@@ -44,36 +57,52 @@ pub fn session(cfg: &CookieConfig, value: &str, max_age: Duration) -> HeaderValu
     build(&cfg.name, value, same_site, cfg.secure, Some(max_age))
 }
 
-/// `Set-Cookie` for the login cookie: the states of the logins this browser started.
+/// The name of the cookie of the login with `state`: `<login_name>-<first LOGIN_TAG chars>`;
+/// `None` for a state too short to be ours.
+pub fn login_name(cfg: &CookieConfig, state: &str) -> Option<String> {
+    let tag = state.get(..LOGIN_TAG)?;
+    tag.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        .then(|| format!("{}-{tag}", cfg.login_name))
+}
+
+/// `Set-Cookie` for one login in flight: its sealed record, under [`login_name`].
 ///
 /// # Security
 /// Always `SameSite=Lax`: the provider's redirect back to `/auth/callback` is a cross-site
 /// navigation, on which a `Strict` cookie would not be sent.
-pub fn login(cfg: &CookieConfig, states: &[&str], max_age: Duration) -> HeaderValue {
-    if states.is_empty() {
-        return clear(cfg, &cfg.login_name);
+pub fn login(cfg: &CookieConfig, name: &str, sealed: &str, max_age: Duration) -> HeaderValue {
+    build(name, sealed, "Lax", cfg.secure, Some(max_age))
+}
+
+/// The login cookies a request carries, as `(name, value)`: every cookie named
+/// `<login_name>-…`, each at most once.
+pub fn logins<'a>(headers: &'a HeaderMap, cfg: &CookieConfig) -> Vec<(&'a str, &'a str)> {
+    let prefix = cfg.login_name.as_str();
+    let mut found: Vec<(&str, &str)> = Vec::new();
+    for pair in headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+    {
+        let Some((k, v)) = pair.trim().split_once('=') else {
+            continue;
+        };
+        if k.strip_prefix(prefix)
+            .is_some_and(|rest| rest.len() == LOGIN_TAG + 1 && rest.starts_with('-'))
+            && !found.iter().any(|(name, _)| *name == k)
+        {
+            found.push((k, v.trim_matches('"')));
+        }
     }
-    build(
-        &cfg.login_name,
-        &states.join("."),
-        "Lax",
-        cfg.secure,
-        Some(max_age),
-    )
+    found
 }
 
 /// `Set-Cookie` for the logout cookie: binds a JSON logout's continuation URL to the browser
 /// that logged out, so that the URL alone (read by page JavaScript, say) is worth nothing.
 pub fn logout(cfg: &CookieConfig, binder: &str, max_age: Duration) -> HeaderValue {
     build(&cfg.logout_name, binder, "Lax", cfg.secure, Some(max_age))
-}
-
-/// The states listed in a login cookie value.
-pub fn login_states(value: &str) -> impl Iterator<Item = &str> {
-    value
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .take(MAX_LOGINS_PER_BROWSER)
 }
 
 /// `Set-Cookie` that removes the cookie `name`.
@@ -98,11 +127,11 @@ fn build(
     HeaderValue::from_str(&s).expect("cookie names and base64url values are valid header text")
 }
 
-/// Removes the cookies named in `names` from the `Cookie` headers, keeping all others.
+/// Removes our cookies (see [`is_ours`]) from the `Cookie` headers, keeping all others.
 pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
     let ours = |pair: &str| {
         let key = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
-        names.contains(&key)
+        is_ours(key, names)
     };
     let (mut any_ours, mut any_other) = (false, false);
     for pair in headers
@@ -217,17 +246,32 @@ mod tests {
     }
 
     #[test]
-    fn login_cookie_is_lax_even_when_sessions_are_strict() {
-        let c = login(
-            &cfg(true, SameSite::Strict),
-            &["s1", "s2"],
-            Duration::from_secs(600),
-        );
+    fn login_cookies_are_lax_even_when_sessions_are_strict_and_named_by_state() {
+        let cfg = cfg(true, SameSite::Strict);
+        let name = login_name(&cfg, "AbCdEf-_1234rest-of-state").unwrap();
+        assert_eq!(name, "__Host-sallyport-login-AbCdEf-_1234");
+        let c = login(&cfg, &name, "sealed", Duration::from_secs(600));
         assert_eq!(
             c,
-            "__Host-sallyport-login=s1.s2; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=600"
+            "__Host-sallyport-login-AbCdEf-_1234=sealed; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=600"
         );
-        assert_eq!(login_states("a.b.c.d").collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(login_name(&cfg, "short"), None);
+        assert_eq!(login_name(&cfg, "has;semicolon+x"), None);
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "__Host-sallyport-login-aaaaaaaaaaaa=1; x=2; __Host-sallyport-login-bbbbbbbbbbbb=3; __Host-sallyport-login-short=4; __Host-sallyport-login-aaaaaaaaaaaa=5",
+            ),
+        );
+        assert_eq!(
+            logins(&h, &cfg),
+            [
+                ("__Host-sallyport-login-aaaaaaaaaaaa", "1"),
+                ("__Host-sallyport-login-bbbbbbbbbbbb", "3")
+            ]
+        );
     }
 
     #[test]
@@ -235,13 +279,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(
             header::COOKIE,
-            HeaderValue::from_static("a=1; sallyport=secret; sallyport-login=s"),
+            HeaderValue::from_static(
+                "a=1; sallyport=secret; sallyport-login-aaaaaaaaaaaa=s; sallyportx=kept",
+            ),
         );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         strip(&mut h, &["sallyport", "sallyport-login"]);
         assert_eq!(
             h.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
-            ["a=1; b=2"]
+            ["a=1; sallyportx=kept; b=2"]
         );
         let mut only_ours = HeaderMap::new();
         only_ours.insert(header::COOKIE, HeaderValue::from_static("sallyport=secret"));

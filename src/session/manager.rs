@@ -14,6 +14,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::seal::Sealer;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::{
     LoginRecord, SessionId, SessionRecord, SessionStore, StoreError, StoreKey, cookie, from_unix,
 };
@@ -393,22 +396,22 @@ impl Sessions {
         self.absolute
     }
 
-    /// Stores a pending login under the hash of its `state`.
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub async fn put_login(
-        &self,
-        state: &str,
-        record: &LoginRecord,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let key = StoreKey::hash(state.as_bytes());
-        let plain = serde_json::to_vec(record).expect("a login record always serialises");
-        let sealed = self.sealer.seal(key.as_bytes(), &plain);
-        self.store
-            .put_login(&key, sealed, self.clock.now() + ttl)
-            .await
+    /// Seals a pending login for the login cookie `cookie_name` (base64url).
+    pub fn seal_login(&self, cookie_name: &str, record: &LoginRecord) -> String {
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(record).expect("a login record always serialises"),
+        );
+        let context = StoreKey::hash(cookie_name.as_bytes());
+        URL_SAFE_NO_PAD.encode(self.sealer.seal(context.as_bytes(), &plain))
+    }
+
+    /// Opens the login cookie `cookie_name`; `None` when it was not sealed by us for that
+    /// name (forged, moved to another name, or sealed with a key no longer configured).
+    pub fn open_login(&self, cookie_name: &str, value: &str) -> Option<LoginRecord> {
+        let sealed = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let context = StoreKey::hash(cookie_name.as_bytes());
+        let plain = zeroize::Zeroizing::new(self.sealer.open(context.as_bytes(), &sealed)?);
+        serde_json::from_slice(&plain).ok()
     }
 
     /// Stores the end-session URL of a logout for [`Sessions::take_logout`], under the hash of
@@ -447,21 +450,6 @@ impl Sessions {
             .sealer
             .open(key.as_bytes(), &sealed)
             .and_then(|plain| String::from_utf8(plain).ok()))
-    }
-
-    /// Takes (once) the pending login for `state`.
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub async fn take_login(&self, state: &str) -> Result<Option<LoginRecord>, StoreError> {
-        let key = StoreKey::hash(state.as_bytes());
-        let Some(sealed) = self.store.take_login(&key).await? else {
-            return Ok(None);
-        };
-        Ok(self
-            .sealer
-            .open(key.as_bytes(), &sealed)
-            .and_then(|plain| serde_json::from_slice(&plain).ok()))
     }
 }
 

@@ -212,6 +212,12 @@ impl SessionStore for MemoryStore {
         if used.get(key).is_some_and(|exp| *exp > now) {
             return Ok(false);
         }
+        // Marks outlive their use by minutes at most: drop the expired ones whenever the map
+        // reaches a power of two, which keeps the sweeps amortised and the map bounded by what
+        // is live.
+        if used.len() >= 1024 && used.len().is_power_of_two() {
+            used.retain(|_, exp| *exp > now);
+        }
         used.insert(*key, expires_at);
         Ok(true)
     }

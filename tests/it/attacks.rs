@@ -286,29 +286,33 @@ async fn oversized_cookies_and_cookies_planted_for_another_path_are_refused() {
     .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 
-    // A planted login cookie cannot make a callback log the victim in as the planter.
+    // A planted login cookie cannot make a callback log the victim in as the planter: one
+    // under the victim's cookie name does not open (it was sealed for the planter's name),
+    // and two values under one name make the cookie unusable.
     let victim = stack.browser();
     let to_provider = victim.start_login("return_to=/").await;
     let callback = victim.through_provider(&to_provider, "alice").await;
-    let own_state = victim.cookie("sallyport-login").unwrap();
+    let (name, own) = victim.login_cookies().pop().unwrap();
     let planter = stack.browser();
     planter.start_login("return_to=/").await;
-    let planted_state = planter.cookie("sallyport-login").unwrap();
-    let resp = raw
-        .http
-        .get(&callback)
-        .header(
-            "cookie",
-            format!("sallyport-login={planted_state}; sallyport-login={own_state}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["error"],
-        "invalid_state"
-    );
+    let (_, planted) = planter.login_cookies().pop().unwrap();
+    for cookie in [
+        format!("{name}={planted}"),
+        format!("{name}={planted}; {name}={own}"),
+    ] {
+        let resp = raw
+            .http
+            .get(&callback)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            resp.json::<serde_json::Value>().await.unwrap()["error"],
+            "invalid_state"
+        );
+    }
 }
 
 /// The subrequest an edge makes for a browser request: the browser's cookie and headers, plus

@@ -113,6 +113,8 @@ async fn forged_kids_cannot_use_up_the_fetch_a_login_after_a_rotation_needs() {
         &upstream.url,
     );
     opts.provider_yaml = "    bearer_audiences: [orders-api]".into();
+    // Every forged token reaches the key lookup: no rate limit stops them first.
+    opts.server_yaml = "  rate_limit: { limit: 100000, window: 1m }".into();
     opts.extra_yaml = "  - path: /api/m2m/*\n    service: echo\n    upstream_path: /echo/*\n    auth: session_or_bearer\n".into();
     let gateway = Gateway::start_on(&opts, Some(reserved)).await;
     assert_eq!(login(&gateway).await.0, StatusCode::FOUND);

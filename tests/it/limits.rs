@@ -1,9 +1,11 @@
-//! Rate limits on Sallyport's login and check endpoints, and the headers on its own answers.
+//! Rate limits on failed attempts that cost a provider call, that nothing else is limited, and
+//! the headers on Sallyport's own answers.
 
 use std::net::IpAddr;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
+use crate::harness::browser::Browser;
 use crate::login::Stack;
 
 fn client_from(ip: &str) -> reqwest::Client {
@@ -14,75 +16,90 @@ fn client_from(ip: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// A callback that brings this client's own valid login cookie but a code the provider
+/// refuses: the kind of attempt that costs a provider call, and so counts.
+async fn failed_callback(b: &Browser, headers: &[(&str, &str)]) -> StatusCode {
+    let to_provider = b.start_login("return_to=/").await;
+    let state = url::Url::parse(&to_provider)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    b.fetch_with(
+        Method::GET,
+        &format!("/auth/callback?state={state}&code=forged"),
+        headers,
+    )
+    .await
+    .status
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn login_starts_and_failed_checks_are_rate_limited_per_client_ip() {
+async fn failed_callbacks_are_limited_per_client_and_nothing_else_is() {
     let stack = Stack::start_with(
         |_| {},
         |g| g.server_yaml = "  rate_limit: { limit: 5, window: 1m }".into(),
     )
     .await;
-    let url = |path: &str| format!("http://127.0.0.1:{}{path}", stack.opts.port);
+    // A logged-in user behind the same address as the attacker.
+    let user = Browser::with_local_address(&stack.gateway.url, "127.0.0.3");
+    user.login("alice", "/").await;
 
-    let flood = client_from("127.0.0.1");
+    let attacker = Browser::with_local_address(&stack.gateway.url, "127.0.0.3");
     for i in 0..5 {
-        let resp = flood.get(url("/auth/login")).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::FOUND, "login {i}");
-    }
-    let resp = flood.get(url("/auth/login")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry), "Retry-After {retry}");
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "rate_limited");
-    // The callback is limited for the same address too.
-    let resp = flood
-        .get(url("/auth/callback?state=x&code=y"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-
-    // Another address is not affected, and the proxy path is never limited.
-    let other = client_from("127.0.0.2");
-    assert_eq!(
-        other.get(url("/auth/login")).send().await.unwrap().status(),
-        StatusCode::FOUND
-    );
-    assert_eq!(
-        flood
-            .get(url("/api/public/x"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-
-    // Failed callbacks count; after five, a sixth attempt is refused before it is checked.
-    let prober = client_from("127.0.0.3");
-    for _ in 0..5 {
         assert_eq!(
-            prober
-                .get(url("/auth/callback?state=x&code=y"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::BAD_REQUEST
+            failed_callback(&attacker, &[]).await,
+            StatusCode::BAD_REQUEST,
+            "attempt {i} reaches the provider and fails"
         );
     }
+    let to_provider = attacker.start_login("return_to=/").await;
+    assert!(
+        to_provider.contains("state="),
+        "login starts are never limited"
+    );
+    let page = attacker
+        .fetch(Method::GET, "/auth/callback?state=aaaaaaaaaaaaaaaa&code=x")
+        .await;
     assert_eq!(
-        prober
-            .get(url("/auth/callback?state=x&code=y"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::TOO_MANY_REQUESTS
+        page.status,
+        StatusCode::BAD_REQUEST,
+        "a callback without a valid login cookie is refused for free, never counted"
+    );
+    // The sixth attempt that would call the provider is refused before it does.
+    let to_provider = attacker.start_login("return_to=/").await;
+    let state = url::Url::parse(&to_provider)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let refused = attacker
+        .fetch(Method::GET, &format!("/auth/callback?state={state}&code=x"))
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(refused.json()["error"], "rate_limited");
+
+    // The logged-in user behind the same address is not affected, and another address can
+    // still log in.
+    assert_eq!(
+        user.fetch(Method::GET, "/api/echo/x").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        user.fetch(Method::GET, "/api/auth/session").await.status,
+        StatusCode::OK
+    );
+    let other = Browser::with_local_address(&stack.gateway.url, "127.0.0.4");
+    other.login("bob", "/").await;
+    assert_eq!(
+        other.fetch(Method::GET, "/api/auth/session").await.status,
+        StatusCode::OK
     );
 }
 
@@ -96,39 +113,94 @@ async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_prox
         },
     )
     .await;
-    let url = format!(
-        "http://127.0.0.1:{}/auth/callback?state=x&code=y",
-        stack.opts.port
-    );
-    let edge = client_from("127.0.0.1");
-    let via_edge = |client: &'static str| edge.get(&url).header("x-forwarded-for", client).send();
+    let edge = stack.browser();
+    let via_edge = |client: &'static str| {
+        let edge = edge.clone();
+        async move { failed_callback(&edge, &[("x-forwarded-for", client)]).await }
+    };
     for _ in 0..3 {
-        assert_eq!(
-            via_edge("203.0.113.7").await.unwrap().status(),
-            StatusCode::BAD_REQUEST
-        );
+        assert_eq!(via_edge("203.0.113.7").await, StatusCode::BAD_REQUEST);
     }
+    assert_eq!(via_edge("203.0.113.7").await, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
-        via_edge("203.0.113.7").await.unwrap().status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    assert_eq!(
-        via_edge("203.0.113.8").await.unwrap().status(),
+        via_edge("203.0.113.8").await,
         StatusCode::BAD_REQUEST,
         "another client behind the same proxy is not limited"
     );
     // An untrusted peer cannot dodge its limit by naming other addresses.
-    let direct = client_from("127.0.0.2");
-    let spoofing = |fake: &'static str| direct.get(&url).header("x-forwarded-for", fake).send();
+    let direct = Browser::with_local_address(&stack.gateway.url, "127.0.0.2");
     for fake in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
         assert_eq!(
-            spoofing(fake).await.unwrap().status(),
+            failed_callback(&direct, &[("x-forwarded-for", fake)]).await,
             StatusCode::BAD_REQUEST
         );
     }
     assert_eq!(
-        spoofing("198.51.100.4").await.unwrap().status(),
+        failed_callback(&direct, &[("x-forwarded-for", "198.51.100.4")]).await,
         StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_logins_from_one_address_succeed_with_defaults() {
+    let stack = Stack::start().await;
+    let started = std::time::Instant::now();
+    let workers = (0..8).map(|_| {
+        let url = stack.gateway.url.clone();
+        tokio::spawn(async move {
+            for _ in 0..250 {
+                let b = Browser::new(&url);
+                let page = b.login("alice", "/").await;
+                assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
+            }
+        })
+    });
+    for w in futures_util::future::join_all(workers).await {
+        w.unwrap();
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "2,000 logins from one address in {took:?} ({:.0}/s, the provider's pace)",
+        2000.0 / took.as_secs_f64()
+    );
+    assert_eq!(stack.provider.grants("authorization_code").await, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_verifications_leave_a_logged_in_user_behind_the_same_address_unaffected() {
+    let stack = Stack::start_with(|_| {}, |g| g.forward_auth = Some("nginx")).await;
+    let forward = stack.gateway.forward_url.clone().unwrap();
+    let user = stack.browser();
+    user.login("alice", "/").await;
+    let anon = reqwest::Client::new();
+    for _ in 0..1000 {
+        let resp = anon
+            .get(format!("{forward}/auth/verify"))
+            .header("x-original-uri", "/app/page")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a normal answer");
+    }
+    let resp = user
+        .http
+        .get(format!("{forward}/auth/verify"))
+        .header("x-original-uri", "/api/echo/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("authorization").is_some());
+    // And 1,000 anonymous API calls on the public port are just as harmless.
+    for _ in 0..1000 {
+        let page = Browser::new(&stack.gateway.url)
+            .fetch(Method::GET, "/api/echo/x")
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        user.fetch(Method::GET, "/api/echo/x").await.status,
+        StatusCode::OK
     );
 }
 

@@ -7,7 +7,7 @@ use crate::harness::browser::{Browser, urlencode};
 use crate::harness::gateway::{Gateway, GatewayOptions};
 use crate::harness::provider::{Provider, ProviderOptions};
 use crate::harness::upstream::{Upstream, fingerprint};
-use crate::harness::{eventually, reserve_port};
+use crate::harness::reserve_port;
 
 /// A provider, an upstream and a gateway, wired together.
 pub struct Stack {
@@ -396,16 +396,17 @@ async fn state_tampering_missing_login_cookie_and_code_replay_are_refused() {
     assert!(attacker.cookie("sallyport").is_none());
 
     // The genuine callback in the right browser works once…
-    let login_cookie = b.cookie("sallyport-login").unwrap();
+    let (name, value) = b.login_cookies().pop().unwrap();
     let page = b.get(&callback).await;
     assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
+    assert!(b.login_cookies().is_empty(), "the login cookie is cleared");
     // …and a replay of the same code and state, even with the login cookie, does not.
     let replay = Browser::new(&stack.gateway.url);
     let page = replay
         .fetch_with(
             Method::GET,
             callback.trim_start_matches(&stack.gateway.url),
-            &[("cookie", &format!("sallyport-login={login_cookie}"))],
+            &[("cookie", &format!("{name}={value}"))],
         )
         .await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
@@ -515,7 +516,7 @@ async fn strict_same_site_still_lands_logged_in() {
     assert!(
         page.set_cookies()
             .iter()
-            .any(|c| c.starts_with("sallyport-login=") && c.contains("SameSite=Lax"))
+            .any(|c| c.starts_with("sallyport-login-") && c.contains("SameSite=Lax"))
     );
     assert_eq!(
         b.fetch(Method::GET, "/api/auth/session").await.status,
@@ -589,34 +590,58 @@ async fn the_absolute_timeout_ends_even_active_sessions() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flood_of_logins_is_bounded_and_expires() {
-    // The store's bound must hold even when no rate limit stops the flood (many addresses).
-    let stack = Stack::start_with(
-        |_| {},
-        |g| {
-            g.session_yaml = "  max_pending_logins: 50".into();
-            g.server_yaml = "  rate_limit: { limit: 100000, window: 1m }".into();
-        },
-    )
-    .await;
-    let first = stack.browser();
-    let to_provider = first.start_login("return_to=/").await;
-    let callback = first.through_provider(&to_provider, "alice").await;
-    let flood = Browser::new(&stack.gateway.url);
-    for _ in 0..200 {
-        let page = flood.fetch(Method::GET, "/auth/login").await;
-        assert_eq!(page.status, StatusCode::FOUND);
-    }
-    // The oldest pending login was dropped to keep the bound…
-    let page = first.get(&callback).await;
-    assert_eq!(page.status, StatusCode::BAD_REQUEST);
-    assert!(page.body.contains("invalid_state"), "{}", page.body);
-    // …and new logins still work.
-    let b = stack.browser();
-    b.login("alice", "/").await;
+/// The resident set size of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
 
-    // A pending login expires after ten minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_login_starts_costs_nothing_and_pushes_out_no_login() {
+    // Defaults: no rate limit is involved. Logins in flight live in their browser's cookie.
+    let stack = Stack::start().await;
+    // Someone is typing their password while the flood runs.
+    let typing = stack.browser();
+    let to_provider = typing.start_login("return_to=/").await;
+    let callback = typing.through_provider(&to_provider, "alice").await;
+
+    let before = rss();
+    let url = format!("http://127.0.0.1:{}/auth/login", stack.opts.port);
+    let flood = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let workers = (0..16).map(|_| {
+        let (flood, url) = (flood.clone(), url.clone());
+        tokio::spawn(async move {
+            for _ in 0..100_000 / 16 {
+                let status = flood.get(&url).send().await.unwrap().status();
+                assert_eq!(status, StatusCode::FOUND);
+            }
+        })
+    });
+    for w in futures_util::future::join_all(workers).await {
+        w.unwrap();
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "100,000 login starts grew the process by {} MiB",
+        grown >> 20
+    );
+    // The login in flight before the flood completes…
+    let page = typing.get(&callback).await;
+    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
+    // …and another address logs in.
+    let other = Browser::with_local_address(&stack.gateway.url, "127.0.0.2");
+    other.login("bob", "/").await;
+    assert_eq!(
+        other.fetch(Method::GET, "/api/auth/session").await.status,
+        StatusCode::OK
+    );
+
+    // A login in flight expires after ten minutes.
     let late = stack.browser();
     let to_provider = late.start_login("return_to=/").await;
     let callback = late.through_provider(&to_provider, "alice").await;
@@ -624,10 +649,49 @@ async fn a_flood_of_logins_is_bounded_and_expires() {
         .gateway
         .clock
         .advance(std::time::Duration::from_secs(11 * 60));
-    let page = eventually(std::time::Duration::from_secs(1), || async {
-        Some(late.get(&callback).await)
-    })
-    .await
-    .unwrap();
+    let page = late.get(&callback).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("invalid_state"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_tabs_logging_in_at_once_all_succeed() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    // Five tabs start a login at the same moment; each then finishes at the provider.
+    let starts = (0..5).map(|i| {
+        let b = b.clone();
+        async move { b.start_login(&format!("return_to=%2Ftab{i}")).await }
+    });
+    let to_provider = futures_util::future::join_all(starts).await;
+    assert_eq!(b.login_cookies().len(), 5, "one login cookie per tab");
+    let mut callbacks = Vec::new();
+    for url in &to_provider {
+        callbacks.push(b.through_provider(url, "alice").await);
+    }
+    let finishes = callbacks.iter().map(|c| {
+        let b = b.clone();
+        let c = c.clone();
+        async move { b.get(&c).await }
+    });
+    let mut landed: Vec<String> = futures_util::future::join_all(finishes)
+        .await
+        .into_iter()
+        .map(|page| {
+            assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
+            page.header("location").unwrap().to_owned()
+        })
+        .collect();
+    landed.sort();
+    assert_eq!(landed, ["/tab0", "/tab1", "/tab2", "/tab3", "/tab4"]);
+    assert!(
+        b.login_cookies().is_empty(),
+        "no login cookie is left behind"
+    );
+
+    // A sixth login pushes out the oldest in flight: cookies never pile up.
+    for i in 0..7 {
+        b.start_login(&format!("return_to=%2Fmore{i}")).await;
+    }
+    assert_eq!(b.login_cookies().len(), 5);
 }

@@ -444,3 +444,26 @@ fn forward_auth_needs_its_own_listener_and_a_known_edge() {
     let e = errors(&with("{ edge: nginx }"));
     assert_eq!(e, ["server.forward_auth.listen: is required"]);
 }
+
+#[test]
+fn https_without_trusted_proxies_is_valid_but_warned_about() {
+    let https = base().replace(
+        "  public_url: http://localhost:8080\n",
+        "  public_url: https://app.example.com\n",
+    );
+    let c = Config::parse(&https, Path::new("/"), &env()).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].path, "server.trusted_proxies");
+    assert!(c.warnings[0].message.contains("TLS terminator"));
+    let behind = https.replace(
+        "  public_url: https://app.example.com\n",
+        "  public_url: https://app.example.com\n  trusted_proxies: [10.0.0.0/8]\n",
+    );
+    let c = Config::parse(&behind, Path::new("/"), &env()).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let local = Config::parse(&base(), Path::new("/"), &env()).unwrap();
+    assert!(
+        local.warnings.is_empty(),
+        "localhost development needs no proxy"
+    );
+}

@@ -71,11 +71,21 @@ impl Browser {
     /// The same browser (cookies) talking to another gateway on `localhost`: cookies ignore
     /// ports, as a load balancer in front of several instances would make them.
     pub fn with_jar(gateway: &str, jar: Arc<Jar>) -> Browser {
+        Self::build(gateway, jar, None)
+    }
+
+    /// A fresh browser whose connections come from `ip` (another address of 127.0.0.0/8).
+    pub fn with_local_address(gateway: &str, ip: &str) -> Browser {
+        Self::build(gateway, Arc::new(Jar::default()), Some(ip.parse().unwrap()))
+    }
+
+    fn build(gateway: &str, jar: Arc<Jar>, local: Option<std::net::IpAddr>) -> Browser {
         let port: u16 = gateway.rsplit(':').next().unwrap().parse().unwrap();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .cookie_provider(Arc::clone(&jar))
             .resolve("localhost", ([127, 0, 0, 1], port).into())
+            .local_address(local)
             .no_proxy()
             .build()
             .unwrap();
@@ -161,6 +171,22 @@ impl Browser {
             .ok()?
             .split("; ")
             .find_map(|p| p.strip_prefix(&format!("{name}=")).map(str::to_owned))
+    }
+
+    /// The login cookies (one per login in flight) the jar holds, as `(name, value)`.
+    pub fn login_cookies(&self) -> Vec<(String, String)> {
+        let url = self.gateway.parse().unwrap();
+        let Some(header) = self.jar.cookies(&url) else {
+            return Vec::new();
+        };
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .filter_map(|p| p.split_once('='))
+            .filter(|(k, _)| k.starts_with("sallyport-login-"))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 
     /// Starts a login at `/auth/login?{query}` and returns the provider URL it redirects to.
