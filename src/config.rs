@@ -66,6 +66,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// How long in-flight requests may finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// How long a request head may take to arrive, and a connection may idle between
+    /// requests.
+    pub header_read_timeout: Duration,
+    /// Open connections per listener at most; more wait in the kernel's backlog.
+    pub max_connections: usize,
     /// Failed attempts (login callbacks, client bearers) allowed per client and window.
     pub rate_limit: (u32, Duration),
     /// The forward-auth listener, if an edge proxy asks Sallyport about its requests.
@@ -301,6 +306,9 @@ pub struct StaticConfig {
     pub dir: PathBuf,
     /// File served for navigations that match no file.
     pub spa_fallback: Option<String>,
+    /// The CSP `frame-ancestors` sources of the SPA's answers (clickjacking), e.g.
+    /// `["'self'"]`, always at least one.
+    pub frame_ancestors: Vec<String>,
 }
 
 /// `csrf`.

@@ -15,6 +15,8 @@
 //! - [`proxy`]: route table, header rewriting, forwarding, WebSocket relay.
 //! - [`http`]: the public service (own endpoints through a router, the rest to the proxy),
 //!   handlers, CSRF, errors.
+//! - [`listener`]: accepting connections, with header-read timeout, connection cap and
+//!   graceful shutdown.
 //! - [`telemetry`]: logs and correlation ids.
 //!
 //! [`serve`] takes already-bound listeners and a shutdown future, so `main` and the tests run
@@ -26,6 +28,7 @@ pub mod config;
 pub mod fuzzing;
 mod hex;
 pub mod http;
+pub mod listener;
 pub mod oidc;
 pub mod proxy;
 pub mod random;
@@ -39,7 +42,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use axum::extract::ConnectInfo;
+use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -172,15 +176,6 @@ fn forget_ended_sessions(state: &AppState) {
     });
 }
 
-/// The public listener: accepted connections get `TCP_NODELAY`.
-type Listener = axum::serve::TapIo<TcpListener, fn(&mut TcpStream)>;
-
-fn set_nodelay(tcp: &mut TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-    }
-}
-
 /// The sockets Sallyport serves on, bound by the caller (`main`, or a test on port 0).
 #[derive(Debug)]
 pub struct Listeners {
@@ -222,33 +217,44 @@ impl Listeners {
 /// in-flight requests finish within `server.shutdown_grace`.
 ///
 /// # Errors
-/// When accepting connections fails.
+/// None today: failed accepts are logged and retried. The `Result` keeps room for listener
+/// failures that cannot be retried.
 pub async fn serve(
     gateway: Gateway,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     gateway.start_discovery();
-    let grace = gateway.state.config.server.shutdown_grace;
+    let server = &gateway.state.config.server;
+    let grace = server.shutdown_grace;
+    let limits = listener::ConnLimits {
+        header_read_timeout: server.header_read_timeout,
+        max_connections: server.max_connections,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let side = |name: &'static str, listener: TcpListener, router: axum::Router| {
-        let rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-            {
-                tracing::error!(listener = name, error = %e, "listener failed");
-            }
-        });
+    let side = |name: &'static str, tcp: TcpListener, router: axum::Router| {
+        tokio::spawn(listener::run(
+            name,
+            tcp,
+            limits,
+            move |peer| {
+                let router = router.clone();
+                move |mut req: axum::extract::Request| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let router = router.clone();
+                    async move {
+                        let Ok(resp) = tower::ServiceExt::oneshot(router, req).await;
+                        resp
+                    }
+                }
+            },
+            stop_rx.clone(),
+            grace,
+        ))
     };
     if let Some(admin) = listeners.admin {
         side("admin", admin, http::admin_router(gateway.state.clone()));
@@ -262,30 +268,17 @@ pub async fn serve(
     }
     forget_ended_sessions(&gateway.state);
     let public = gateway.public();
-    // Responses go out as soon as they are written: Nagle's algorithm would hold back the last
-    // segment of a multi-segment response until the browser acknowledges the ones before it.
-    let listener =
-        axum::serve::ListenerExt::tap_io(listeners.public, set_nodelay as fn(&mut TcpStream));
-    let app = tower::service_fn(move |stream: axum::serve::IncomingStream<'_, Listener>| {
-        let peer = *stream.remote_addr();
-        let public = public.clone();
-        std::future::ready(Ok::<_, std::convert::Infallible>(tower::service_fn(
-            move |req: axum::extract::Request| {
-                let public = public.clone();
-                async move { Ok::<_, std::convert::Infallible>(public.handle(peer, req).await) }
-            },
-        )))
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let deadline = async {
-        stopped(stop_rx).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(?grace, "grace period over; closing the remaining connections");
-            Ok(())
-        }
-    }
+    listener::run(
+        "public",
+        listeners.public,
+        limits,
+        move |peer| {
+            let public = public.clone();
+            move |req: axum::extract::Request| public.clone().handle(peer, req)
+        },
+        stop_rx,
+        grace,
+    )
+    .await;
+    Ok(())
 }

@@ -75,6 +75,9 @@ pub struct Metadata {
     /// Supported PKCE methods, if advertised.
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9207 §3: the provider always sends `iss` with the authorization response.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// Why the provider could not be used.

@@ -242,6 +242,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Marks `key` as used until `expires_at`: `true` the first time, `false` while it is
     /// still marked (replay detection for logout tokens' `jti`).
     async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError>;
+    /// Whether `key` is marked by [`SessionStore::first_use`] (and the mark has not expired).
+    async fn is_used(&self, key: &StoreKey) -> Result<bool, StoreError>;
     /// Takes the lock named by `key` for at most `ttl`: `Some(token)` when taken, `None` while
     /// another holder has it. A store used by one process only grants it at once: the token
     /// broker's in-process single-flight already serialises refreshes there.

@@ -57,6 +57,10 @@ pub(crate) struct RawServer {
     pub(crate) trusted_proxies: Vec<String>,
     /// How long in-flight requests may finish after SIGTERM (default `10s`).
     pub(crate) shutdown_grace: Option<String>,
+    /// How long a request head may take to arrive, and a connection may idle (default `30s`).
+    pub(crate) header_read_timeout: Option<String>,
+    /// Open connections per listener at most (default 10000).
+    pub(crate) max_connections: Option<u32>,
     /// Per-client limit on failed login callbacks and refused client bearers.
     pub(crate) rate_limit: Option<RawRateLimit>,
     /// The forward-auth listener for an edge proxy.
@@ -220,6 +224,8 @@ pub(crate) struct RawRoute {
 pub(crate) struct RawStatic {
     pub(crate) dir: Option<String>,
     pub(crate) spa_fallback: Option<String>,
+    /// Who may frame the SPA: `self` (default), `none`, or origins.
+    pub(crate) frame_ancestors: Option<Vec<String>>,
 }
 
 /// `csrf`.

@@ -284,10 +284,12 @@ impl Validator {
             }
         }
         let static_files = raw.static_files.and_then(|s| {
+            let frame_ancestors = self.frame_ancestors(s.frame_ancestors.as_deref());
             let dir = self.required("static.dir", s.dir.as_ref())?;
             Some(StaticConfig {
                 dir: base_dir.join(dir),
                 spa_fallback: s.spa_fallback,
+                frame_ancestors,
             })
         });
         let csrf_header = raw.csrf.header.as_deref().unwrap_or("X-CSRF-Token");
@@ -365,6 +367,19 @@ impl Validator {
             raw.shutdown_grace.as_ref(),
             Duration::from_secs(10),
         );
+        let header_read_timeout = self.positive_duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_ref(),
+            Duration::from_secs(30),
+        );
+        let max_connections = match raw.max_connections {
+            Some(0) => {
+                self.err("server.max_connections", "must be at least 1");
+                10_000
+            }
+            Some(n) => n as usize,
+            None => 10_000,
+        };
         let rate_limit = (
             match raw.rate_limit.as_ref().and_then(|r| r.limit) {
                 Some(0) => {
@@ -416,6 +431,8 @@ impl Validator {
             );
         }
         Some(ServerConfig {
+            header_read_timeout,
+            max_connections,
             forward_auth,
             rate_limit,
             listen: listen?,
@@ -425,6 +442,48 @@ impl Validator {
             trusted_proxies,
             shutdown_grace,
         })
+    }
+
+    /// `static.frame_ancestors`: `self` and `none` (quoted or not) or origins such as
+    /// `https://portal.example.com` (`https://*.example.com` too), as CSP sources.
+    fn frame_ancestors(&mut self, raw: Option<&[String]>) -> Vec<String> {
+        const KEY: &str = "static.frame_ancestors";
+        let Some(raw) = raw else {
+            return vec!["'self'".to_owned()];
+        };
+        let mut sources = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            let source = match text.trim_matches('\'') {
+                "self" => "'self'".to_owned(),
+                "none" => "'none'".to_owned(),
+                origin
+                    if (origin.starts_with("https://") || origin.starts_with("http://"))
+                        && origin.len() > "https://".len()
+                        && !origin.bytes().any(|b| {
+                            b.is_ascii_whitespace() || matches!(b, b';' | b',' | b'\'' | b'"')
+                        })
+                        && !origin
+                            .trim_start_matches("https://")
+                            .trim_start_matches("http://")
+                            .contains('/') =>
+                {
+                    origin.to_owned()
+                }
+                _ => {
+                    self.err(
+                        &format!("{KEY}[{i}]"),
+                        "expected self, none, or an origin such as https://portal.example.com",
+                    );
+                    continue;
+                }
+            };
+            sources.push(source);
+        }
+        if sources.is_empty() || (sources.len() > 1 && sources.iter().any(|s| s == "'none'")) {
+            self.err(KEY, "list self and/or origins, or none alone");
+            return vec!["'self'".to_owned()];
+        }
+        sources
     }
 
     fn public_url(&mut self, text: &str) -> Option<Url> {

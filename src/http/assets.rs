@@ -6,6 +6,8 @@
 //! - Everything else, `index.html` first, is revalidated: `Cache-Control: no-cache`.
 //! - A navigation (`Sec-Fetch-Mode: navigate`, or a browser asking for HTML) that matches no
 //!   file gets `spa_fallback`; a missing asset (script, image, `fetch`) gets `404`.
+//! - Framing: `Content-Security-Policy: frame-ancestors 'self'` (and `X-Frame-Options:
+//!   SAMEORIGIN`) unless `static.frame_ancestors` says otherwise, against clickjacking.
 //! - gzip or brotli when the browser accepts it (pre-compressed `.br`/`.gz` files are used when
 //!   present). `ServeDir` refuses paths that leave the folder.
 
@@ -28,6 +30,10 @@ const REVALIDATE: HeaderValue = HeaderValue::from_static("no-cache");
 pub struct Assets {
     dir: ServeDir,
     fallback: Option<PathBuf>,
+    /// `Content-Security-Policy: frame-ancestors …`, built once.
+    frame_ancestors: HeaderValue,
+    /// The `X-Frame-Options` equivalent for older browsers, when there is one.
+    frame_options: Option<HeaderValue>,
 }
 
 impl Assets {
@@ -39,6 +45,16 @@ impl Assets {
                 .precompressed_gzip()
                 .append_index_html_on_directories(true),
             fallback: config.spa_fallback.as_ref().map(|f| config.dir.join(f)),
+            frame_ancestors: HeaderValue::from_str(&format!(
+                "frame-ancestors {}",
+                config.frame_ancestors.join(" ")
+            ))
+            .expect("validated sources are header-safe"),
+            frame_options: match config.frame_ancestors.as_slice() {
+                [only] if only == "'self'" => Some(HeaderValue::from_static("SAMEORIGIN")),
+                [only] if only == "'none'" => Some(HeaderValue::from_static("DENY")),
+                _ => None,
+            },
         }
     }
 
@@ -64,7 +80,7 @@ impl Assets {
             } else {
                 REVALIDATE
             };
-            set_headers(&mut resp, cache);
+            self.set_headers(&mut resp, cache);
             return Some(resp);
         }
         let fallback = self.fallback.as_ref().filter(|_| navigation)?;
@@ -77,8 +93,24 @@ impl Assets {
         if resp.status() != StatusCode::OK {
             return None;
         }
-        set_headers(&mut resp, REVALIDATE);
+        self.set_headers(&mut resp, REVALIDATE);
         Some(resp)
+    }
+
+    /// Caching, `nosniff`, and who may frame the page (clickjacking): the SPA's own
+    /// `Content-Security-Policy`, if a file ever carried one, would win.
+    fn set_headers(&self, resp: &mut Response, cache: HeaderValue) {
+        let h = resp.headers_mut();
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(header::CACHE_CONTROL, cache);
+        h.entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert_with(|| self.frame_ancestors.clone());
+        if let Some(xfo) = &self.frame_options {
+            h.insert(header::X_FRAME_OPTIONS, xfo.clone());
+        }
     }
 }
 
@@ -125,15 +157,6 @@ fn looks_like_hash(text: &str, extra: &[u8]) -> bool {
         && text
             .bytes()
             .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
-}
-
-fn set_headers(resp: &mut Response, cache: HeaderValue) {
-    let h = resp.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::CACHE_CONTROL, cache);
 }
 
 #[cfg(test)]

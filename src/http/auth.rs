@@ -258,12 +258,22 @@ pub async fn callback(
         ))
     })?;
     let cfg = provider.config();
-    // RFC 9207: when the provider names itself, it must be the one we sent the user to.
-    if params.get("iss").is_some_and(|iss| *iss != cfg.issuer) {
+    // RFC 9207 §2.4: when the provider names itself, it must be the one we sent the user to;
+    // when its discovery promises to name itself, a response that does not is refused (a
+    // mix-up attack would bring a response from another provider without it).
+    let metadata = provider
+        .metadata()
+        .await
+        .map_err(|e| with_cleared(ApiError::provider_unavailable(e)))?;
+    let iss_ok = match params.get("iss") {
+        Some(iss) => *iss == cfg.issuer,
+        None => !metadata.authorization_response_iss_parameter_supported,
+    };
+    if !iss_ok {
         return Err(with_cleared(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_issuer",
-            "the response came from another issuer",
+            "the response did not come from the provider this login was started at",
         )));
     }
     let code = params.get("code").ok_or_else(|| {
@@ -346,10 +356,6 @@ pub async fn callback(
             profile.insert(name.into(), v.clone());
         }
     }
-    let metadata = provider
-        .metadata()
-        .await
-        .map_err(|e| with_cleared(ApiError::provider_unavailable(e)))?;
     if let (true, Some(endpoint)) = (cfg.userinfo, &metadata.userinfo_endpoint) {
         match provider.userinfo(endpoint, &tokens.access_token).await {
             // OIDC Core §5.3.4: the userinfo `sub` must match the ID token's.

@@ -54,7 +54,9 @@ pub async fn backchannel_logout(
     let marker = StoreKey::hash(format!("jti\0{issuer}\0{jti}").as_bytes());
     let keep_until =
         from_unix((now + MAX_AGE_SECS * 2).max(0) as u64 + provider.config().clock_skew.as_secs());
-    if !app.sessions.store().first_use(&marker, keep_until).await? {
+    // Refuse a replay, but mark the jti used only once its sessions are ended: a store that
+    // fails half-way must leave the provider's retry of the same token acceptable.
+    if app.sessions.store().is_used(&marker).await? {
         return Err(refused(LogoutTokenError::Replayed));
     }
     let name = &provider.config().name;
@@ -68,6 +70,10 @@ pub async fn backchannel_logout(
         (None, Some(sub)) => app.sessions.revoke(name, Owner::Subject(sub)).await?,
         (None, None) => return Err(refused(LogoutTokenError::NoSubject)),
     };
+    // Two deliveries racing past the check above both end the same sessions: harmless.
+    if !app.sessions.store().first_use(&marker, keep_until).await? {
+        tracing::debug!(provider = %name, "back-channel logout delivered twice at once");
+    }
     tracing::info!(provider = %name, ended, by_sid = claims.sid.is_some(), "back-channel logout");
     let mut resp = StatusCode::OK.into_response();
     resp.headers_mut()

@@ -665,6 +665,9 @@ mod tests {
         async fn first_use(&self, k: &StoreKey, t: SystemTime) -> Result<bool, StoreError> {
             self.inner.first_use(k, t).await
         }
+        async fn is_used(&self, k: &StoreKey) -> Result<bool, StoreError> {
+            self.inner.is_used(k).await
+        }
     }
 
     #[tokio::test]

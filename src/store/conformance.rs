@@ -293,13 +293,19 @@ async fn replace_writes_only_over_the_expected_bytes(s: &impl SessionStore) {
 }
 
 async fn first_use_detects_replays(s: &impl SessionStore) {
+    assert!(!s.is_used(&key(1)).await.unwrap());
     assert!(s.first_use(&key(1), later()).await.unwrap());
+    assert!(s.is_used(&key(1)).await.unwrap(), "marked");
     assert!(
         !s.first_use(&key(1), later()).await.unwrap(),
         "a replay is detected"
     );
     assert!(s.first_use(&key(2), later()).await.unwrap());
     assert!(s.first_use(&key(3), earlier()).await.unwrap());
+    assert!(
+        !s.is_used(&key(3)).await.unwrap(),
+        "an expired marker is no mark"
+    );
     assert!(
         s.first_use(&key(3), later()).await.unwrap(),
         "an expired marker no longer counts"

@@ -325,6 +325,19 @@ impl SessionStore for FileStore {
         .await
     }
 
+    async fn is_used(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        let key = *key.as_bytes();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let used = tx
+                .open_table(USED)?
+                .get(&key[..])?
+                .is_some_and(|v| v.value() > millis(SystemTime::now()));
+            Ok(used)
+        })
+        .await
+    }
+
     async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError> {
         let key = *key.as_bytes();
         self.blocking(move |db| {

@@ -206,6 +206,11 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn is_used(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        Ok(lock(&self.used).get(key).is_some_and(|exp| *exp > now))
+    }
+
     async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError> {
         let mut used = lock(&self.used);
         let now = SystemTime::now();

@@ -498,6 +498,13 @@ impl SessionStore for RedisStore {
             .map(drop)
     }
 
+    async fn is_used(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .query(redis::cmd("EXISTS").arg(self.key("j", key)))
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn first_use(&self, key: &StoreKey, expires_at: SystemTime) -> Result<bool, StoreError> {
         self.set(self.key("j", key), b"1", "NX", expires_at).await
     }

@@ -208,3 +208,61 @@ async fn operators_revoke_a_users_sessions_on_every_instance() {
     let out = run(&[]);
     assert!(!out.status.success(), "--sub or --sid is required");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_failure_while_ending_sessions_leaves_the_providers_retry_acceptable() {
+    let redis = Redis::start().await;
+    let provider = BadProvider::start().await;
+    let upstream = Upstream::start().await;
+    let reserved = crate::harness::reserve_port();
+    let mut opts = crate::harness::gateway::GatewayOptions::new(
+        reserved.local_addr().unwrap().port(),
+        &provider.issuer,
+        &upstream.url,
+    );
+    opts.session_yaml = format!("  store: redis\n  redis: {{ url: \"{}\" }}", redis.url);
+    let gateway = Gateway::start_on(&opts, Some(reserved)).await;
+    let b = Browser::new(&gateway.url);
+    let to_provider = b.start_login("return_to=/").await;
+    let callback = b.through_provider(&to_provider, "unused").await;
+    assert_eq!(b.get(&callback).await.status, StatusCode::FOUND);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = provider.sign(
+        &json!({
+            "iss": provider.issuer, "aud": "sallyport", "iat": now, "jti": "retried-1",
+            "sub": "mallory-test",
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        }),
+        Some("logout+jwt"),
+    );
+
+    // Redis refuses to list the user's sessions: the logout cannot be carried out.
+    let mut conn = redis.conn().await;
+    let acl = |rule: &'static str| {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .clone()
+    };
+    let _: () = acl("-smembers").query_async(&mut conn).await.unwrap();
+    assert_eq!(
+        post_logout_token(&gateway, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let _: () = acl("+smembers").query_async(&mut conn).await.unwrap();
+    // The provider retries the same token: it is carried out, not refused as a replay.
+    assert_eq!(post_logout_token(&gateway, &token).await, StatusCode::OK);
+    assert_eq!(
+        b.fetch(Method::GET, "/api/echo/x").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post_logout_token(&gateway, &token).await,
+        StatusCode::BAD_REQUEST,
+        "once carried out, the same jti is a replay"
+    );
+}

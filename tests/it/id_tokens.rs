@@ -41,6 +41,14 @@ async fn every_kind_of_bad_id_token_is_refused() {
         "userinfo claims are merged"
     );
 
+    // RFC 9207: discovery promises `iss` in the authorization response, so one without it is
+    // refused before the code is redeemed (a mix-up attack would leave it out).
+    provider.set_flaw(Flaw::NoIssParameter);
+    let (status, body, b) = login(&gateway).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_issuer");
+    assert!(b.cookie("sallyport").is_none());
+
     for flaw in [
         Flaw::WrongSignature,
         Flaw::AlgNone,

@@ -2,10 +2,11 @@
 //! the headers on Sallyport's own answers.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-use crate::harness::browser::Browser;
+use crate::harness::browser::{Browser, urlencode};
 use crate::login::Stack;
 
 fn client_from(ip: &str) -> reqwest::Client {
@@ -18,22 +19,27 @@ fn client_from(ip: &str) -> reqwest::Client {
 
 /// A callback that brings this client's own valid login cookie but a code the provider
 /// refuses: the kind of attempt that costs a provider call, and so counts.
-async fn failed_callback(b: &Browser, headers: &[(&str, &str)]) -> StatusCode {
-    let to_provider = b.start_login("return_to=/").await;
-    let state = url::Url::parse(&to_provider)
+async fn failed_callback(stack: &Stack, b: &Browser, headers: &[(&str, &str)]) -> StatusCode {
+    let state = state_of(&b.start_login("return_to=/").await);
+    let iss = urlencode(&stack.provider.issuer);
+    b.fetch_with(
+        Method::GET,
+        &format!("/auth/callback?state={state}&code=forged&iss={iss}"),
+        headers,
+    )
+    .await
+    .status
+}
+
+/// The `state` of an authorization request URL.
+fn state_of(to_provider: &str) -> String {
+    url::Url::parse(to_provider)
         .unwrap()
         .query_pairs()
         .find(|(k, _)| k == "state")
         .unwrap()
         .1
-        .into_owned();
-    b.fetch_with(
-        Method::GET,
-        &format!("/auth/callback?state={state}&code=forged"),
-        headers,
-    )
-    .await
-    .status
+        .into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,7 +56,7 @@ async fn failed_callbacks_are_limited_per_client_and_nothing_else_is() {
     let attacker = Browser::with_local_address(&stack.gateway.url, "127.0.0.3");
     for i in 0..5 {
         assert_eq!(
-            failed_callback(&attacker, &[]).await,
+            failed_callback(&stack, &attacker, &[]).await,
             StatusCode::BAD_REQUEST,
             "attempt {i} reaches the provider and fails"
         );
@@ -69,16 +75,13 @@ async fn failed_callbacks_are_limited_per_client_and_nothing_else_is() {
         "a callback without a valid login cookie is refused for free, never counted"
     );
     // The sixth attempt that would call the provider is refused before it does.
-    let to_provider = attacker.start_login("return_to=/").await;
-    let state = url::Url::parse(&to_provider)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = state_of(&attacker.start_login("return_to=/").await);
+    let iss = urlencode(&stack.provider.issuer);
     let refused = attacker
-        .fetch(Method::GET, &format!("/auth/callback?state={state}&code=x"))
+        .fetch(
+            Method::GET,
+            &format!("/auth/callback?state={state}&code=x&iss={iss}"),
+        )
         .await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
@@ -116,7 +119,8 @@ async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_prox
     let edge = stack.browser();
     let via_edge = |client: &'static str| {
         let edge = edge.clone();
-        async move { failed_callback(&edge, &[("x-forwarded-for", client)]).await }
+        let stack = &stack;
+        async move { failed_callback(stack, &edge, &[("x-forwarded-for", client)]).await }
     };
     for _ in 0..3 {
         assert_eq!(via_edge("203.0.113.7").await, StatusCode::BAD_REQUEST);
@@ -131,12 +135,12 @@ async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_prox
     let direct = Browser::with_local_address(&stack.gateway.url, "127.0.0.2");
     for fake in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
         assert_eq!(
-            failed_callback(&direct, &[("x-forwarded-for", fake)]).await,
+            failed_callback(&stack, &direct, &[("x-forwarded-for", fake)]).await,
             StatusCode::BAD_REQUEST
         );
     }
     assert_eq!(
-        failed_callback(&direct, &[("x-forwarded-for", "198.51.100.4")]).await,
+        failed_callback(&stack, &direct, &[("x-forwarded-for", "198.51.100.4")]).await,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
@@ -309,4 +313,80 @@ async fn routes_limit_body_and_header_sizes() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_heads_and_idle_connections_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let stack = Stack::start_with(
+        |_| {},
+        |g| g.server_yaml = "  header_read_timeout: 1s".into(),
+    )
+    .await;
+    let port = stack.opts.port;
+    let closed_within = |mut tcp: TcpStream, limit: Duration| async move {
+        let started = std::time::Instant::now();
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(limit, tcp.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "still open after {limit:?}");
+        (started.elapsed(), sink)
+    };
+    // Slowloris: a request head that never ends.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"GET /auth/health HTTP/1.1\r\nHost: localhost\r\nX-A: ")
+        .await
+        .unwrap();
+    let (took, _) = closed_within(slow, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(900), "cut off after {took:?}");
+    // A connection that never says anything, and one left idle after a request.
+    let silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    closed_within(silent, Duration::from_secs(5)).await;
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(b"GET /auth/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, answered) = closed_within(idle, Duration::from_secs(5)).await;
+    assert!(
+        answered.starts_with(b"HTTP/1.1 200"),
+        "the request itself was answered"
+    );
+    // HTTP/2 with prior knowledge (h2c) is still recognised: the server's SETTINGS come back.
+    let mut h2 = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), h2.read_exact(&mut frame))
+        .await
+        .expect("an HTTP/2 answer")
+        .unwrap();
+    assert_eq!(frame[3], 0x04, "a SETTINGS frame: {frame:?}");
+
+    // At most max_connections at once: the next one waits until one closes.
+    let capped = Stack::start_with(|_| {}, |g| g.server_yaml = "  max_connections: 2".into()).await;
+    let port = capped.opts.port;
+    let hold = [
+        TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    third
+        .write_all(b"GET /auth/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let waited =
+        tokio::time::timeout(Duration::from_millis(500), third.read_to_end(&mut answer)).await;
+    assert!(
+        waited.is_err(),
+        "a third connection was served while two were open"
+    );
+    drop(hold);
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
 }

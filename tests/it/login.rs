@@ -6,8 +6,8 @@ use sallyport::session::manager::Lookup;
 use crate::harness::browser::{Browser, urlencode};
 use crate::harness::gateway::{Gateway, GatewayOptions};
 use crate::harness::provider::{Provider, ProviderOptions};
-use crate::harness::upstream::{Upstream, fingerprint};
 use crate::harness::reserve_port;
+use crate::harness::upstream::{Upstream, fingerprint};
 
 /// A provider, an upstream and a gateway, wired together.
 pub struct Stack {

@@ -50,6 +50,12 @@ async fn the_spa_is_served_with_types_caching_compression_and_navigation_fallbac
     );
     assert_eq!(index.header("cache-control"), Some("no-cache"));
     assert!(index.body.contains("spa-index-marker"));
+    // Only this origin may frame the SPA (clickjacking), by default.
+    assert_eq!(
+        index.header("content-security-policy"),
+        Some("frame-ancestors 'self'")
+    );
+    assert_eq!(index.header("x-frame-options"), Some("SAMEORIGIN"));
 
     let get = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
         let b = b.clone();
@@ -136,6 +142,30 @@ async fn the_spa_is_served_with_types_caching_compression_and_navigation_fallbac
         assert!(
             !page.body.contains("spa-index-marker"),
             "{ours} must not fall back to the SPA"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn who_may_frame_the_spa_is_configurable() {
+    let root = spa();
+    let extra = format!(
+        "static: {{ dir: {}, spa_fallback: index.html, frame_ancestors: [self, \"https://portal.example.com\"] }}",
+        root.path().join("dist").display()
+    );
+    let stack = Stack::start_with(|_| {}, |g| g.extra_yaml = extra).await;
+    let b = stack.browser();
+    for path in ["/", "/deep/link", "/assets/index-BkX9_3aQ.js"] {
+        let page = b.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            page.header("content-security-policy"),
+            Some("frame-ancestors 'self' https://portal.example.com"),
+            "{path}"
+        );
+        assert!(
+            page.header("x-frame-options").is_none(),
+            "X-Frame-Options cannot name another origin"
         );
     }
 }

@@ -467,3 +467,40 @@ fn https_without_trusted_proxies_is_valid_but_warned_about() {
         "localhost development needs no proxy"
     );
 }
+
+#[test]
+fn frame_ancestors_default_to_self_and_take_origins() {
+    let with = |list: &str| format!("{}static: {{ dir: ./dist{list} }}\n", base());
+    let c = Config::parse(&with(""), Path::new("/"), &env()).unwrap();
+    assert_eq!(c.static_files.unwrap().frame_ancestors, ["'self'"]);
+    let c = Config::parse(
+        &with(", frame_ancestors: [self, \"https://portal.example.com\"]"),
+        Path::new("/"),
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.static_files.unwrap().frame_ancestors,
+        ["'self'", "https://portal.example.com"]
+    );
+    let c = Config::parse(
+        &with(", frame_ancestors: [\"'none'\"]"),
+        Path::new("/"),
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(c.static_files.unwrap().frame_ancestors, ["'none'"]);
+    for bad in [
+        "[\"https://x.example/path\"]",
+        "[\"*\"]",
+        "[\"https://a.example; script-src *\"]",
+        "[]",
+        "[none, self]",
+    ] {
+        let e = errors(&with(&format!(", frame_ancestors: {bad}")));
+        assert!(
+            e.iter().all(|e| e.starts_with("static.frame_ancestors")) && !e.is_empty(),
+            "{bad}: {e:?}"
+        );
+    }
+}

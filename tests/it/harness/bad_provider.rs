@@ -38,6 +38,9 @@ pub enum Flaw {
     UnpublishedKid,
     /// A valid ID token, but userinfo names another subject.
     UserinfoOtherSubject,
+    /// The authorization response lacks the `iss` parameter that discovery promises
+    /// (RFC 9207 `authorization_response_iss_parameter_supported`).
+    NoIssParameter,
 }
 
 struct Key {
@@ -208,6 +211,7 @@ async fn discovery(State(s): State<Shared>) -> Response {
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
+        "authorization_response_iss_parameter_supported": true,
     }))
     .into_response()
 }
@@ -235,15 +239,18 @@ async fn userinfo(State(s): State<Shared>) -> Response {
 
 async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     let code = format!("code-{}", uuid::Uuid::new_v4().simple());
-    s.inner
-        .lock()
-        .unwrap()
-        .nonces
-        .insert(code.clone(), q["nonce"].clone());
+    let (issuer, flaw) = {
+        let mut inner = s.inner.lock().unwrap();
+        inner.nonces.insert(code.clone(), q["nonce"].clone());
+        (inner.issuer.clone(), inner.flaw)
+    };
     let mut back = url::Url::parse(&q["redirect_uri"]).unwrap();
     back.query_pairs_mut()
         .append_pair("code", &code)
         .append_pair("state", &q["state"]);
+    if flaw != Flaw::NoIssParameter {
+        back.query_pairs_mut().append_pair("iss", &issuer);
+    }
     Redirect::to(back.as_str()).into_response()
 }
 
@@ -271,7 +278,7 @@ async fn token(
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key.kid.clone());
     let id_token = match inner.flaw {
-        Flaw::None | Flaw::UserinfoOtherSubject => {
+        Flaw::None | Flaw::UserinfoOtherSubject | Flaw::NoIssParameter => {
             jsonwebtoken::encode(&header, &claims, &key.enc).unwrap()
         }
         Flaw::WrongSignature => jsonwebtoken::encode(&header, &claims, &new_key("x").enc).unwrap(),
