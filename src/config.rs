@@ -183,8 +183,11 @@ pub struct SessionConfig {
     pub absolute_timeout: Duration,
     /// Sealing keys; the first seals, all open.
     pub keys: Vec<SessionKey>,
-    /// Upper bound on logins in progress (pre-login records).
+    /// Upper bound on stored one-shot records (logout continuations).
     pub max_pending_logins: usize,
+    /// How often an open stream (WebSocket, streamed response) checks that its session still
+    /// exists; at most 60 s.
+    pub stream_recheck: Duration,
 }
 
 /// Which session store to use.

@@ -42,8 +42,8 @@ pub struct Shared {
     pub config: Config,
     /// Providers, in config order.
     pub providers: Vec<Provider>,
-    /// Sessions and pending logins.
-    pub sessions: Sessions,
+    /// Sessions and pending logins (shared with the streams that outlive a request).
+    pub sessions: Arc<Sessions>,
     /// Token refresh.
     pub broker: Broker,
     /// Upstream forwarding.

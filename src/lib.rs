@@ -108,7 +108,11 @@ impl Gateway {
             .iter()
             .map(|p| oidc::Provider::new(p.clone(), redirect_uri.clone(), http.clone()))
             .collect();
-        let sessions = session::manager::Sessions::new(store, &config.session, clock);
+        let sessions = Arc::new(session::manager::Sessions::new(
+            store,
+            &config.session,
+            clock,
+        ));
         let shared = Shared {
             broker: tokens::Broker::new(config.tokens.refresh_before),
             proxy: proxy::Proxy::new(&config)?,

@@ -4,8 +4,10 @@
 //! Which route and which token are decided by the caller (`http::api`); this module only
 //! forwards.
 
+pub mod guard;
 pub mod headers;
 pub mod routes;
+mod upgrade;
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use axum::body::Body;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Config, TokenMode};
 use crate::http::error::ApiError;
@@ -154,7 +156,9 @@ impl Proxy {
         }
     }
 
-    /// Sends `req` to `upstream` at `path` (keeping the query), streaming both bodies.
+    /// Sends `req` to `upstream` at `path` (keeping the query), streaming both bodies. With a
+    /// `guard`, a WebSocket or a streamed response (one without `Content-Length`) ends when
+    /// the guard's session does.
     ///
     /// # Errors
     /// `504 upstream_timeout` when no response headers arrive in time, `502
@@ -165,6 +169,7 @@ impl Proxy {
         upstream: usize,
         path: &str,
         add: &Injected<'_>,
+        guard: Option<guard::SessionGuard>,
     ) -> Result<Response<Body>, ApiError> {
         let up = &self.upstreams[upstream];
         let query = req.uri().query();
@@ -224,8 +229,9 @@ impl Proxy {
                 Ok(Ok(resp)) => resp,
             };
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let mut guard = guard;
         if let (Some(client_upgrade), true) = (client_upgrade, switching) {
-            relay(client_upgrade, hyper::upgrade::on(&mut resp));
+            upgrade::relay(client_upgrade, hyper::upgrade::on(&mut resp), guard.take());
         }
         let (mut parts, body) = resp.into_parts();
         headers::to_browser(
@@ -233,7 +239,14 @@ impl Proxy {
             &self.our_cookies(),
             upgrade && switching,
         );
-        Ok(Response::from_parts(parts, Body::new(body)))
+        let body = match guard {
+            // A body of known length ends by itself; only open-ended streams need watching.
+            Some(guard) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
+                Body::new(guard::Guarded::new(Body::new(body), guard))
+            }
+            _ => Body::new(body),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -264,21 +277,4 @@ pub fn is_upgrade(headers: &http::HeaderMap) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
-}
-
-/// Copies bytes both ways between the upgraded browser and upstream connections. Raw relay
-/// keeps subprotocols and `permessage-deflate` intact, at no parsing cost.
-fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        match tokio::try_join!(client, upstream) {
-            Ok((client, upstream)) => {
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "websocket relay ended");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-        }
-    });
 }

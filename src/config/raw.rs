@@ -130,6 +130,8 @@ pub(crate) struct RawSession {
     pub(crate) idle_timeout: Option<String>,
     /// Default `8h`.
     pub(crate) absolute_timeout: Option<String>,
+    /// How often open streams check their session (default `60s`, at most `60s`).
+    pub(crate) stream_recheck: Option<String>,
     /// 32-byte keys, base64; the first encrypts, all decrypt.
     #[serde(default)]
     pub(crate) keys: Vec<String>,

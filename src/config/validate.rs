@@ -825,6 +825,17 @@ impl Validator {
             raw.absolute_timeout.as_ref(),
             Duration::from_secs(8 * 3600),
         );
+        let stream_recheck = self.positive_duration(
+            "session.stream_recheck",
+            raw.stream_recheck.as_ref(),
+            Duration::from_secs(60),
+        );
+        if stream_recheck > Duration::from_secs(60) {
+            self.err(
+                "session.stream_recheck",
+                "at most 60s: an open WebSocket must not outlive its session by longer",
+            );
+        }
         let mut keys = Vec::new();
         if raw.keys.is_empty() {
             self.err(
@@ -867,6 +878,7 @@ impl Validator {
             absolute_timeout,
             keys,
             max_pending_logins,
+            stream_recheck: stream_recheck.min(Duration::from_secs(60)),
         })
     }
 

@@ -94,7 +94,7 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         add.user = claims.sub.as_deref();
         return app
             .proxy
-            .forward(req, route.service, &upstream_path, &add)
+            .forward(req, route.service, &upstream_path, &add, None)
             .await;
     }
     let required = matches!(route.auth, AuthMode::Session | AuthMode::SessionOrBearer);
@@ -147,8 +147,16 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         add.email = s.record.claims.get("email").and_then(|e| e.as_str());
         add.bearer = crate::tokens::token_for(&s.record, upstream.token);
     }
+    // A stream opened under this session (WebSocket, streamed response) ends with it.
+    let guard = session.as_ref().map(|s| {
+        crate::proxy::guard::SessionGuard::new(
+            std::sync::Arc::clone(&app.sessions),
+            s.key,
+            s.record.expires_at,
+        )
+    });
     app.proxy
-        .forward(req, route.service, &upstream_path, &add)
+        .forward(req, route.service, &upstream_path, &add, guard)
         .await
 }
 

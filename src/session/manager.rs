@@ -133,6 +133,9 @@ impl Opened {
 /// Loads, creates, saves and ends sessions and pending logins.
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
+    /// Open streams waiting for their session to end, by session: a delete here wakes them.
+    ending: Mutex<HashMap<StoreKey, tokio::sync::watch::Sender<()>>>,
+    stream_recheck: Duration,
     opened: Opened,
     sealer: Sealer,
     clock: Clock,
@@ -156,6 +159,8 @@ impl Sessions {
     pub fn new(store: Arc<dyn SessionStore>, config: &SessionConfig, clock: Clock) -> Self {
         Self {
             store,
+            ending: Mutex::default(),
+            stream_recheck: config.stream_recheck,
             opened: Opened::default(),
             sealer: Sealer::new(&config.keys),
             clock,
@@ -172,6 +177,8 @@ impl Sessions {
     /// memory even when no request comes for them again (a logout drops them at once); returns
     /// how many. Run every minute by `serve`.
     pub fn forget_ended(&self) -> usize {
+        self.ending_streams()
+            .retain(|_, tx| tx.receiver_count() > 0);
         let now = self.clock.unix();
         let idle = self.idle.as_secs();
         self.opened
@@ -358,13 +365,57 @@ impl Sessions {
         Ok(saved)
     }
 
-    /// Ends a session.
+    /// Ends a session; its open streams here end at once.
     ///
     /// # Errors
     /// When the store fails.
     pub async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         self.opened.remove(key);
-        self.store.delete(key).await
+        let result = self.store.delete(key).await;
+        if let Some(tx) = self.ending_streams().remove(key) {
+            let _ = tx.send(());
+        }
+        result
+    }
+
+    fn ending_streams(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<StoreKey, tokio::sync::watch::Sender<()>>> {
+        self.ending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Completes when the session under `key` has ended, for an open stream to close then:
+    /// at once when it is deleted through this instance (logout, back-channel logout,
+    /// revocation, a refused refresh), within `session.stream_recheck` when another instance
+    /// ended it or it timed out (the store is asked again), and at its absolute end
+    /// (`expires_at`, unix seconds) at the latest.
+    pub async fn ended(&self, key: StoreKey, expires_at: u64) {
+        let mut deleted = self
+            .ending_streams()
+            .entry(key)
+            .or_insert_with(|| tokio::sync::watch::channel(()).0)
+            .subscribe();
+        loop {
+            let left = expires_at.saturating_sub(self.clock.unix());
+            if left == 0 {
+                return;
+            }
+            let wait = self.stream_recheck.min(Duration::from_secs(left));
+            tokio::select! {
+                _ = deleted.changed() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.load(&key).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                // The store is down: the stream stays until it answers, as requests fail closed.
+                Err(e) => {
+                    tracing::warn!(session = ?key, error = %e, "could not check an open stream's session")
+                }
+            }
+        }
     }
 
     /// Ends every session of `owner` at `provider`, on every instance sharing the store;

@@ -1,6 +1,8 @@
 //! The `/api/**` proxy: routing, methods, auth modes, upstream failures, path safety, header
 //! hygiene and WebSocket upgrades.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -346,4 +348,129 @@ async fn sallyports_own_endpoints_take_precedence_over_a_catch_all_route() {
     }
     let page = anon.fetch(Method::GET, "/auth/nothing-here").await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
+}
+
+/// A WebSocket text frame from a client: masked (RFC 6455 §5.3).
+fn client_frame(text: &[u8]) -> Vec<u8> {
+    let key = [7u8, 1, 9, 3];
+    let mut f = vec![0x81, 0x80 | text.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(text.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// Opens a WebSocket through the gateway as `b`; returns the connection after the `101`.
+async fn open_websocket(stack: &Stack, b: &Browser) -> tokio::net::TcpStream {
+    let cookie = b.cookie("sallyport").unwrap();
+    let port = stack.opts.port;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let handshake = format!(
+        "GET /api/ws HTTP/1.1\r\nHost: localhost:{port}\r\nCookie: sallyport={cookie}\r\nOrigin: {}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        stack.gateway.url
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Frames pass both ways while the session lives (the test upstream echoes).
+    let frame = client_frame(b"hello");
+    tcp.write_all(&frame).await.unwrap();
+    let mut echoed = vec![0u8; frame.len()];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echoed))
+        .await
+        .expect("echo")
+        .unwrap();
+    assert_eq!(echoed, frame);
+    tcp
+}
+
+/// Reads until the connection closes; panics unless that happens within `bound`.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, bound: Duration) -> Vec<u8> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(bound, tcp.read_to_end(&mut rest))
+        .await
+        .unwrap_or_else(|_| panic!("the WebSocket stayed open past {bound:?}"))
+        .unwrap();
+    rest
+}
+
+/// What the browser receives when its session ends: a Close frame, status 1008.
+const CLOSE_1008: &[u8] = b"\x88\x0f\x03\xf0session ended";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_closes_open_websockets_and_streams() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let mut ws = open_websocket(&stack, &b).await;
+    let mut events = b.http.get(b.url("/api/events")).send().await.unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    assert!(events.chunk().await.unwrap().is_some(), "the stream flows");
+
+    let csrf = b.csrf_token().await;
+    let logout = b
+        .fetch_with(
+            Method::POST,
+            "/auth/logout",
+            &[("origin", &stack.gateway.url), ("x-csrf-token", &csrf)],
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::OK);
+
+    let rest = read_until_closed(&mut ws, Duration::from_secs(5)).await;
+    assert!(rest.ends_with(CLOSE_1008), "{rest:?}");
+    let cut = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return "ended cleanly",
+                Err(_) => return "cut off",
+            }
+        }
+    })
+    .await
+    .expect("the event stream ended with the session");
+    assert_eq!(
+        cut, "cut off",
+        "a clean end could pass for a complete response"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_ended_elsewhere_closes_the_websocket_within_the_recheck() {
+    // Another instance (or an operator) ends the session in the shared store: this instance
+    // learns it by asking the store again, every stream_recheck.
+    let stack = Stack::start_with(|_| {}, |g| g.session_yaml = "  stream_recheck: 1s".into()).await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let mut ws = open_websocket(&stack, &b).await;
+    let id = sallyport::session::SessionId::parse(&b.cookie("sallyport").unwrap()).unwrap();
+    stack
+        .gateway
+        .gateway
+        .state()
+        .sessions
+        .store()
+        .delete(&id.store_key())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let rest = read_until_closed(&mut ws, Duration::from_secs(5)).await;
+    assert!(rest.ends_with(CLOSE_1008), "{rest:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -504,3 +504,16 @@ fn frame_ancestors_default_to_self_and_take_origins() {
         );
     }
 }
+
+#[test]
+fn open_streams_recheck_their_session_at_least_every_minute() {
+    let c = Config::parse(&base(), Path::new("/"), &env()).unwrap();
+    assert_eq!(c.session.stream_recheck, std::time::Duration::from_secs(60));
+    let e = errors(&base().replace("session:\n", "session:\n  stream_recheck: 5m\n"));
+    assert_eq!(
+        e,
+        [
+            "session.stream_recheck: at most 60s: an open WebSocket must not outlive its session by longer"
+        ]
+    );
+}

@@ -139,6 +139,9 @@ routes:
   - path: /api/ws
     service: echo
     upstream_path: /ws
+  - path: /api/events
+    service: echo
+    upstream_path: /events
   - path: /api/set-cookie
     service: echo
     upstream_path: /set-cookie

@@ -93,6 +93,21 @@ async fn big(Query(q): Query<BTreeMap<String, u64>>) -> Response {
         .unwrap()
 }
 
+/// An endless event stream (no `Content-Length`): a chunk every 100 ms.
+async fn events() -> Response {
+    let stream = futures_util::stream::unfold(0u64, |n| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(format!("data: {n}\n\n"))),
+            n + 1,
+        ))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
 async fn upload(req: Request) -> Response {
     let mut stream = req.into_body().into_data_stream();
     let mut total: u64 = 0;
@@ -145,6 +160,7 @@ impl Upstream {
             .route("/big", any(big))
             .route("/upload", any(upload))
             .route("/ws", any(ws))
+            .route("/events", any(events))
             .route("/set-cookie", any(set_cookie))
             .fallback(echo)
             .with_state(Arc::clone(&seen));
