@@ -292,17 +292,7 @@ impl Provider {
                 tracing::info!(provider = %self.config.name, "provider metadata loaded");
                 Ok(m)
             }
-            Err(e) => {
-                let mut cache = self.cache();
-                let failure = Failure::after(cache.metadata_failure.as_ref(), &e);
-                tracing::warn!(provider = %self.config.name, error = %e, retry_in = ?failure.backoff, "discovery failed");
-                cache.metadata_failure = Some(failure);
-                drop(cache);
-                match stale {
-                    Some(m) => Ok(m),
-                    None => Err(self.unavailable(e)),
-                }
-            }
+            Err(e) => self.fetch_failed(|c| &mut c.metadata_failure, "discovery", e, stale),
         }
     }
 
@@ -359,18 +349,27 @@ impl Provider {
                 cache.jwks_failure = None;
                 Ok(keys)
             }
-            Err(e) => {
-                let mut cache = self.cache();
-                let failure = Failure::after(cache.jwks_failure.as_ref(), &e);
-                tracing::warn!(provider = %self.config.name, error = %e, retry_in = ?failure.backoff, "JWKS fetch failed");
-                cache.jwks_failure = Some(failure);
-                drop(cache);
-                match stale {
-                    Some(keys) => Ok(keys),
-                    None => Err(self.unavailable(e)),
-                }
-            }
+            Err(e) => self.fetch_failed(|c| &mut c.jwks_failure, "JWKS", e, stale),
         }
+    }
+
+    /// Records a failed `what` fetch in the slot `failure` picks (starting or lengthening its
+    /// backoff), then answers with the `stale` copy, or the failure when there is none.
+    fn fetch_failed<T>(
+        &self,
+        failure: impl FnOnce(&mut Cache) -> &mut Option<Failure>,
+        what: &'static str,
+        error: Box<dyn std::error::Error + Send + Sync>,
+        stale: Option<T>,
+    ) -> Result<T, ProviderError> {
+        {
+            let mut cache = self.cache();
+            let slot = failure(&mut cache);
+            let next = Failure::after(slot.as_ref(), &error);
+            tracing::warn!(provider = %self.config.name, error = %error, retry_in = ?next.backoff, "{what} fetch failed");
+            *slot = Some(next);
+        }
+        stale.ok_or_else(|| self.unavailable(error))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(

@@ -88,13 +88,14 @@ impl FileStore {
         .await
     }
 
-    /// Writes `sealed` under `key` in `table` when `allow(existing is live)` says so.
+    /// Writes `sealed` under `key` when `allow` says so of what the key holds now: `None`
+    /// when absent or expired, else the stored sealed bytes.
     async fn write_session(
         &self,
         key: &StoreKey,
         sealed: Bytes,
         expires_at: SystemTime,
-        allow: fn(bool) -> bool,
+        allow: impl FnOnce(Option<&[u8]>) -> bool + Send + 'static,
     ) -> Result<bool, StoreError> {
         let key = *key.as_bytes();
         self.blocking(move |db| {
@@ -102,13 +103,19 @@ impl FileStore {
             let tx = db.begin_write()?;
             let written = {
                 let mut t = tx.open_table(SESSIONS)?;
-                let live = t.get(&key[..])?.is_some_and(|v| v.value().0 > now);
-                if allow(live) {
+                let allowed = {
+                    let current = t.get(&key[..])?;
+                    let live = current
+                        .as_ref()
+                        .map(|v| v.value())
+                        .filter(|(exp, _)| *exp > now)
+                        .map(|(_, bytes)| bytes);
+                    allow(live)
+                };
+                if allowed {
                     t.insert(&key[..], (millis(expires_at), &sealed[..]))?;
-                    true
-                } else {
-                    false
                 }
+                allowed
             };
             if written {
                 tx.commit()?;
@@ -152,7 +159,7 @@ impl SessionStore for FileStore {
         sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        self.write_session(key, sealed, expires_at, |live| !live)
+        self.write_session(key, sealed, expires_at, |live| live.is_none())
             .await
     }
 
@@ -162,7 +169,7 @@ impl SessionStore for FileStore {
         sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        self.write_session(key, sealed, expires_at, |live| live)
+        self.write_session(key, sealed, expires_at, |live| live.is_some())
             .await
     }
 
@@ -173,27 +180,9 @@ impl SessionStore for FileStore {
         sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let key = *key.as_bytes();
         let expected = expected.clone();
-        self.blocking(move |db| {
-            let now = millis(SystemTime::now());
-            let tx = db.begin_write()?;
-            let written = {
-                let mut t = tx.open_table(SESSIONS)?;
-                let same = t
-                    .get(&key[..])?
-                    .is_some_and(|v| v.value().0 > now && v.value().1 == &expected[..]);
-                if same {
-                    t.insert(&key[..], (millis(expires_at), &sealed[..]))?;
-                }
-                same
-            };
-            if written {
-                tx.commit()?;
-            } else {
-                tx.abort()?;
-            }
-            Ok(written)
+        self.write_session(key, sealed, expires_at, move |current| {
+            current == Some(&expected[..])
         })
         .await
     }

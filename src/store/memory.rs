@@ -67,21 +67,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl MemoryStore {
     /// Writes `sealed` under `key` when `allow(a live record exists)` says so.
+    /// Writes `sealed` under `key` when `allow` says so of what the key holds now: `None`
+    /// when absent or expired, else the stored sealed bytes.
     fn write_session(
         &self,
         key: &StoreKey,
         sealed: Bytes,
         expires_at: SystemTime,
-        allow: fn(bool) -> bool,
+        allow: impl FnOnce(Option<&Bytes>) -> bool,
     ) -> bool {
         let mut map = lock(&self.sessions);
-        let live = map
-            .get(key)
-            .is_some_and(|e| e.expires_at > SystemTime::now());
-        if allow(live) {
+        let now = SystemTime::now();
+        let allowed = allow(
+            map.get(key)
+                .filter(|e| e.expires_at > now)
+                .map(|e| &e.sealed),
+        );
+        if allowed {
             map.insert(*key, Entry { sealed, expires_at });
         }
-        allow(live)
+        allowed
     }
 }
 
@@ -102,7 +107,7 @@ impl SessionStore for MemoryStore {
         sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        Ok(self.write_session(key, sealed, expires_at, |live| !live))
+        Ok(self.write_session(key, sealed, expires_at, |live| live.is_none()))
     }
 
     async fn update(
@@ -111,7 +116,7 @@ impl SessionStore for MemoryStore {
         sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        Ok(self.write_session(key, sealed, expires_at, |live| live))
+        Ok(self.write_session(key, sealed, expires_at, |live| live.is_some()))
     }
 
     async fn replace(
@@ -121,20 +126,14 @@ impl SessionStore for MemoryStore {
         sealed: Bytes,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let mut map = lock(&self.sessions);
-        let now = SystemTime::now();
-        let same = map.get(key).is_some_and(|e| {
+        Ok(self.write_session(key, sealed, expires_at, |current| {
             // The request path hands back the `Bytes` it loaded from here: equal pointers
             // settle it without comparing the contents.
-            let held = &e.sealed;
-            e.expires_at > now
-                && ((held.as_ptr() == expected.as_ptr() && held.len() == expected.len())
-                    || held == expected)
-        });
-        if same {
-            map.insert(*key, Entry { sealed, expires_at });
-        }
-        Ok(same)
+            current.is_some_and(|held| {
+                (held.as_ptr() == expected.as_ptr() && held.len() == expected.len())
+                    || held == expected
+            })
+        }))
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {

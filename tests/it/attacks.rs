@@ -23,7 +23,6 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 
 use crate::harness::browser::{Browser, urlencode};
-use crate::harness::nginx::Nginx;
 use crate::harness::upstream::fingerprint;
 use crate::login::Stack;
 
@@ -447,16 +446,7 @@ async fn a_cross_site_request_through_the_edge_cannot_change_state() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn through_real_nginx_a_cross_site_post_never_reaches_the_app() {
-    let stack = Stack::start_with(
-        |_| {},
-        |g| {
-            g.trusted_proxies = "[127.0.0.1/32]";
-            g.forward_auth = Some("nginx");
-        },
-    )
-    .await;
-    let app = stack.upstream.url.trim_start_matches("http://").to_owned();
-    let nginx = Nginx::start(stack.opts.port, stack.opts.forward_auth_port, &app).await;
+    let (stack, nginx) = crate::nginx::behind_nginx().await;
     let direct = stack.browser();
     direct.login("alice", "/").await;
     let csrf = direct.csrf_token().await;

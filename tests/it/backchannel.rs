@@ -214,14 +214,10 @@ async fn a_store_failure_while_ending_sessions_leaves_the_providers_retry_accept
     let redis = Redis::start().await;
     let provider = BadProvider::start().await;
     let upstream = Upstream::start().await;
-    let reserved = crate::harness::reserve_port();
-    let mut opts = crate::harness::gateway::GatewayOptions::new(
-        reserved.local_addr().unwrap().port(),
-        &provider.issuer,
-        &upstream.url,
-    );
-    opts.session_yaml = format!("  store: redis\n  redis: {{ url: \"{}\" }}", redis.url);
-    let gateway = Gateway::start_on(&opts, Some(reserved)).await;
+    let (gateway, _) = Gateway::start_with(&provider.issuer, &upstream.url, |opts| {
+        opts.session_yaml = format!("  store: redis\n  redis: {{ url: \"{}\" }}", redis.url);
+    })
+    .await;
     let b = Browser::new(&gateway.url);
     let to_provider = b.start_login("return_to=/").await;
     let callback = b.through_provider(&to_provider, "unused").await;

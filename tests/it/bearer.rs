@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::harness::bad_provider::BadProvider;
-use crate::harness::gateway::{Gateway, GatewayOptions};
+use crate::harness::gateway::Gateway;
 use crate::harness::upstream::Upstream;
 
 const M2M_ROUTE: &str = "  - path: /api/m2m/*\n    service: echo\n    upstream_path: /echo/*\n    auth: session_or_bearer\n";
@@ -14,15 +14,11 @@ const M2M_ROUTE: &str = "  - path: /api/m2m/*\n    service: echo\n    upstream_p
 async fn bearer_jwts_are_validated_and_forwarded_unchanged() {
     let provider = BadProvider::start().await;
     let upstream = Upstream::start().await;
-    let reserved = crate::harness::reserve_port();
-    let mut opts = GatewayOptions::new(
-        reserved.local_addr().unwrap().port(),
-        &provider.issuer,
-        &upstream.url,
-    );
-    opts.provider_yaml = "    bearer_audiences: [orders-api]".into();
-    opts.extra_yaml = M2M_ROUTE.into();
-    let gateway = Gateway::start_on(&opts, Some(reserved)).await;
+    let (gateway, opts) = Gateway::start_with(&provider.issuer, &upstream.url, |opts| {
+        opts.provider_yaml = "    bearer_audiences: [orders-api]".into();
+        opts.extra_yaml = M2M_ROUTE.into();
+    })
+    .await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://127.0.0.1:{}{path}", opts.port);
     let now = std::time::SystemTime::now()

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::harness::bad_provider::{BadProvider, Flaw};
 use crate::harness::browser::Browser;
-use crate::harness::gateway::{Gateway, GatewayOptions};
+use crate::harness::gateway::Gateway;
 use crate::harness::upstream::Upstream;
 use crate::harness::{eventually, free_port};
 
@@ -114,17 +114,13 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_hammer_the_provid
 async fn forged_kids_cannot_use_up_the_fetch_a_login_after_a_rotation_needs() {
     let provider = BadProvider::start().await;
     let upstream = Upstream::start().await;
-    let reserved = crate::harness::reserve_port();
-    let mut opts = GatewayOptions::new(
-        reserved.local_addr().unwrap().port(),
-        &provider.issuer,
-        &upstream.url,
-    );
-    opts.provider_yaml = "    bearer_audiences: [orders-api]".into();
-    // Every forged token reaches the key lookup: no rate limit stops them first.
-    opts.server_yaml = "  rate_limit: { limit: 100000, window: 1m }".into();
-    opts.extra_yaml = "  - path: /api/m2m/*\n    service: echo\n    upstream_path: /echo/*\n    auth: session_or_bearer\n".into();
-    let gateway = Gateway::start_on(&opts, Some(reserved)).await;
+    let (gateway, _) = Gateway::start_with(&provider.issuer, &upstream.url, |opts| {
+        opts.provider_yaml = "    bearer_audiences: [orders-api]".into();
+        // Every forged token reaches the key lookup: no rate limit stops them first.
+        opts.server_yaml = "  rate_limit: { limit: 100000, window: 1m }".into();
+        opts.extra_yaml = "  - path: /api/m2m/*\n    service: echo\n    upstream_path: /echo/*\n    auth: session_or_bearer\n".into();
+    })
+    .await;
     assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
     let before = provider.counts().1;
 
@@ -254,14 +250,10 @@ async fn a_userinfo_subject_that_differs_from_the_id_token_is_refused() {
 async fn discovery_and_keys_are_fetched_again_after_their_ttl() {
     let provider = BadProvider::start().await;
     let upstream = Upstream::start().await;
-    let reserved = crate::harness::reserve_port();
-    let mut opts = GatewayOptions::new(
-        reserved.local_addr().unwrap().port(),
-        &provider.issuer,
-        &upstream.url,
-    );
-    opts.provider_yaml = "    discovery_ttl: 1s".into();
-    let gateway = Gateway::start_on(&opts, Some(reserved)).await;
+    let (gateway, _) = Gateway::start_with(&provider.issuer, &upstream.url, |opts| {
+        opts.provider_yaml = "    discovery_ttl: 1s".into();
+    })
+    .await;
     assert_eq!(login(&gateway).await.0, StatusCode::FOUND);
     assert_eq!(provider.counts(), (1, 1));
     tokio::time::sleep(Duration::from_millis(1200)).await;

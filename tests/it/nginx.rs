@@ -9,8 +9,8 @@ use crate::harness::browser::Browser;
 use crate::harness::nginx::Nginx;
 use crate::login::Stack;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_nginx_recipe_protects_the_app_with_auth_request() {
+/// A stack behind a real nginx running the recipe, which asks the forward-auth listener.
+pub async fn behind_nginx() -> (Stack, Nginx) {
     let stack = Stack::start_with(
         |_| {},
         |g| {
@@ -21,6 +21,12 @@ async fn the_nginx_recipe_protects_the_app_with_auth_request() {
     .await;
     let app = stack.upstream.url.trim_start_matches("http://").to_owned();
     let nginx = Nginx::start(stack.opts.port, stack.opts.forward_auth_port, &app).await;
+    (stack, nginx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nginx_recipe_protects_the_app_with_auth_request() {
+    let (stack, nginx) = behind_nginx().await;
     let edge = Browser::new(&nginx.url);
 
     // Not logged in: the API answers 401, a page navigation goes to login.

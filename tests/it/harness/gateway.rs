@@ -199,6 +199,19 @@ impl Gateway {
         Self::start_on(&opts, Some(reserved)).await
     }
 
+    /// Starts a gateway in front of `upstream`, logging in at `issuer`, with the default
+    /// options as `configure` changes them; returns it with its options.
+    pub async fn start_with(
+        issuer: &str,
+        upstream: &str,
+        configure: impl FnOnce(&mut GatewayOptions),
+    ) -> (Gateway, GatewayOptions) {
+        let reserved = super::reserve_port();
+        let mut opts = GatewayOptions::new(reserved.local_addr().unwrap().port(), issuer, upstream);
+        configure(&mut opts);
+        (Self::start_on(&opts, Some(reserved)).await, opts)
+    }
+
     /// Starts a gateway with `opts`, binding `opts.port`.
     pub async fn start(opts: &GatewayOptions) -> Gateway {
         Self::start_on(opts, None).await
