@@ -69,6 +69,22 @@ fn a_valid_config_checks_out() {
 }
 
 #[test]
+fn https_behind_an_unlisted_proxy_is_valid_with_a_warning() {
+    let yaml = config(&[(
+        "public_url: http://localhost:18080",
+        "public_url: https://app.example.com",
+    )]);
+    let (code, text) = check(&yaml, crate::harness::SESSION_KEY);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l
+                .starts_with("warning: server.trusted_proxies: empty while public_url is https")),
+        "{text}"
+    );
+}
+
+#[test]
 fn each_invalid_value_is_one_line_naming_its_key() {
     let key = crate::harness::SESSION_KEY;
     // (replacements in the file, the session key, the line `check` must print)
