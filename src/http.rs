@@ -4,13 +4,14 @@
 //! goes straight to the route table (proxy), then to static files, without the router.
 //! Forward-auth (`/auth/verify`) has a listener and router of its own.
 
+pub mod admit;
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod backchannel;
+pub mod client;
 pub mod cors;
 pub mod csrf;
-pub mod error;
 pub mod forward;
 pub mod limits;
 pub mod session_api;
@@ -160,7 +161,7 @@ pub fn forward_router(state: AppState) -> Router {
         .route("/auth/verify", get(forward::verify))
         .route("/auth/forward", get(forward::verify))
         .route("/auth/health", get(session_api::health))
-        .fallback(|| async { error::ApiError::not_found() })
+        .fallback(|| async { crate::error::ErrorCode::NotFound })
         .with_state(state)
         .layer(axum::middleware::from_fn(observed))
 }

@@ -24,6 +24,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hex;

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Config, TokenMode};
-use crate::http::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use headers::Injected;
 use routes::RouteTable;
 
@@ -182,11 +182,8 @@ impl Proxy {
             target.push_str(q);
         }
         let uri: Uri = target.parse().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                "the request path cannot be forwarded",
-            )
+            ApiError::new(ErrorCode::InvalidPath)
+                .with_message("the request path cannot be forwarded")
         })?;
 
         let upgrade = is_upgrade(req.headers());
@@ -200,31 +197,17 @@ impl Proxy {
         let mut resp =
             match tokio::time::timeout(up.timeout, self.client.request(upstream_req)).await {
                 Err(_) => {
-                    return Err(ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "the upstream service did not answer in time",
-                    )
-                    .with_cause(UpstreamFailure(format!(
-                        "{} timed out after {:?}",
-                        up.name, up.timeout
-                    ))));
+                    return Err(ApiError::new(ErrorCode::UpstreamTimeout).with_cause(
+                        UpstreamFailure(format!("{} timed out after {:?}", up.name, up.timeout)),
+                    ));
                 }
                 Ok(Err(e)) if e.is_connect() => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unavailable",
-                        "the upstream service is unavailable",
-                    )
-                    .with_cause(UpstreamFailure(format!("{}: {e}", up.name))));
+                    return Err(ApiError::new(ErrorCode::UpstreamUnavailable)
+                        .with_cause(UpstreamFailure(format!("{}: {e}", up.name))));
                 }
                 Ok(Err(e)) => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        "the upstream service failed",
-                    )
-                    .with_cause(UpstreamFailure(format!("{}: {e}", up.name))));
+                    return Err(ApiError::new(ErrorCode::UpstreamError)
+                        .with_cause(UpstreamFailure(format!("{}: {e}", up.name))));
                 }
                 Ok(Ok(resp)) => resp,
             };

@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, header};
 
-use crate::http::error::ErrorInfo;
+use crate::error::ErrorInfo;
 use crate::proxy::headers::X_CORRELATION_ID;
 
 /// The id that ties a response, its log lines and the upstream's logs together. Held as a
@@ -117,13 +117,13 @@ where
         let status = resp.status();
         match &info.cause {
             Some(cause) if status.is_server_error() => {
-                tracing::warn!(correlation_id = %id, code = info.code, status = status.as_u16(), cause = %chain(cause.as_ref()), "request failed")
+                tracing::warn!(correlation_id = %id, code = info.code.as_str(), status = status.as_u16(), cause = %chain(cause.as_ref()), "request failed")
             }
             Some(cause) => {
-                tracing::info!(correlation_id = %id, code = info.code, status = status.as_u16(), cause = %chain(cause.as_ref()), "request refused")
+                tracing::info!(correlation_id = %id, code = info.code.as_str(), status = status.as_u16(), cause = %chain(cause.as_ref()), "request refused")
             }
             None => {
-                tracing::debug!(correlation_id = %id, code = info.code, status = status.as_u16(), "request refused")
+                tracing::debug!(correlation_id = %id, code = info.code.as_str(), status = status.as_u16(), "request refused")
             }
         }
         render(
@@ -172,7 +172,7 @@ fn render(resp: &mut Response, info: &ErrorInfo, correlation_id: &str, html: boo
         (error_page(info, correlation_id), "text/html; charset=utf-8")
     } else {
         let json = serde_json::json!({
-            "error": info.code,
+            "error": info.code.as_str(),
             "message": info.message,
             "correlation_id": correlation_id,
         });

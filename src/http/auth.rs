@@ -11,8 +11,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
 use crate::config::SameSite;
+use crate::error::{ApiError, ErrorCode};
 use crate::oidc::authorize::{AuthorizationRequest, end_session_url};
 use crate::oidc::id_token::Expectations;
 use crate::oidc::{IdTokenClaims, TokenError};
@@ -95,11 +95,7 @@ pub fn safe_return_to(raw: &str, public_url: &url::Url) -> Option<String> {
 }
 
 fn invalid_return_to() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_return_to",
-        "return_to must be a relative path on this site",
-    )
+    ApiError::new(ErrorCode::InvalidReturnTo)
 }
 
 /// `GET /auth/login`: starts a login and redirects to the provider.
@@ -110,13 +106,7 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let provider = app
         .provider(params.get("provider").map(String::as_str))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_provider",
-                "no such provider",
-            )
-        })?;
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProvider))?;
     let return_to = match params.get("return_to") {
         None => "/".to_owned(),
         Some(raw) => {
@@ -134,11 +124,8 @@ pub async fn login(
     match params.get("prompt").map(String::as_str) {
         Some(p) if PROMPTS.contains(&p) => extra.push(("prompt".to_owned(), p.to_owned())),
         Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "prompt must be login, consent or select_account",
-            ));
+            return Err(ApiError::new(ErrorCode::InvalidRequest)
+                .with_message("prompt must be login, consent or select_account"));
         }
         None if forced => extra.push(("prompt".to_owned(), "login".to_owned())),
         None => {}
@@ -202,7 +189,7 @@ pub async fn login(
 }
 
 fn invalid_state(message: &'static str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", message)
+    ApiError::new(ErrorCode::InvalidState).with_message(message)
 }
 
 /// `GET /auth/callback`: finishes a login and creates the session.
@@ -244,18 +231,16 @@ pub async fn callback(
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(48)
             .collect();
-        return Err(with_cleared(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "login_failed",
-            format!("the identity provider refused the login ({code})"),
-        )));
+        return Err(with_cleared(
+            ApiError::new(ErrorCode::LoginFailed)
+                .with_message(format!("the identity provider refused the login ({code})")),
+        ));
     }
     let provider = app.provider(Some(&login.provider)).ok_or_else(|| {
-        with_cleared(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_provider",
-            "the provider of this login is no longer configured",
-        ))
+        with_cleared(
+            ApiError::new(ErrorCode::UnknownProvider)
+                .with_message("the provider of this login is no longer configured"),
+        )
     })?;
     let cfg = provider.config();
     // RFC 9207 §2.4: when the provider names itself, it must be the one we sent the user to;
@@ -270,25 +255,19 @@ pub async fn callback(
         None => !metadata.authorization_response_iss_parameter_supported,
     };
     if !iss_ok {
-        return Err(with_cleared(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_issuer",
-            "the response did not come from the provider this login was started at",
-        )));
+        return Err(with_cleared(ApiError::new(ErrorCode::InvalidIssuer)));
     }
     let code = params.get("code").ok_or_else(|| {
-        with_cleared(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the code parameter is missing",
-        ))
+        with_cleared(
+            ApiError::new(ErrorCode::InvalidRequest).with_message("the code parameter is missing"),
+        )
     })?;
 
     // From here on the provider is called for this client: failures count against its
     // address (a success gives the attempt back).
     let permit = app
         .limiter
-        .acquire(super::forward::client_ip(
+        .acquire(super::client::client_ip(
             peer.ip(),
             &headers,
             &app.config.server.trusted_proxies,
@@ -307,21 +286,17 @@ pub async fn callback(
         .await
         .map_err(|e| {
             with_cleared(match e {
-                TokenError::Refused { .. } => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "token_exchange_failed",
-                    "the identity provider refused the authorization code",
-                )
-                .with_cause(e),
+                TokenError::Refused { .. } => {
+                    ApiError::new(ErrorCode::TokenExchangeFailed).with_cause(e)
+                }
                 TokenError::Unavailable(_) => ApiError::provider_unavailable(e),
             })
         })?;
     let id_token = tokens.id_token.clone().ok_or_else(|| {
-        with_cleared(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "invalid_id_token",
-            "the identity provider sent no ID token",
-        ))
+        with_cleared(
+            ApiError::new(ErrorCode::ProviderError)
+                .with_message("the identity provider sent no ID token"),
+        )
     })?;
     let now = app.sessions.clock().unix();
     let expect = Expectations {
@@ -339,12 +314,7 @@ pub async fn callback(
         .await
         .map_err(|e| {
             with_cleared(match e {
-                Ok(reason) => ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_id_token",
-                    "the identity provider's ID token was refused",
-                )
-                .with_cause(reason),
+                Ok(reason) => ApiError::new(ErrorCode::InvalidIdToken).with_cause(reason),
                 Err(unavailable) => ApiError::provider_unavailable(unavailable),
             })
         })?;
@@ -360,11 +330,7 @@ pub async fn callback(
         match provider.userinfo(endpoint, &tokens.access_token).await {
             // OIDC Core §5.3.4: the userinfo `sub` must match the ID token's.
             Ok(info) if info.get("sub").and_then(|s| s.as_str()) != Some(&claims.sub) => {
-                return Err(with_cleared(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "userinfo_mismatch",
-                    "the identity provider's userinfo names another user",
-                )));
+                return Err(with_cleared(ApiError::new(ErrorCode::UserinfoMismatch)));
             }
             Ok(info) => {
                 for name in PROFILE_CLAIMS {

@@ -7,19 +7,16 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use super::AppState;
-use super::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::oidc::logout_token::{LogoutTokenError, MAX_AGE_SECS};
 use crate::session::manager::Owner;
 use crate::session::{StoreKey, from_unix};
 
 fn refused(reason: impl std::error::Error + Send + Sync + 'static) -> ApiError {
     // §2.8: a refused logout token gets 400 with `invalid_request`.
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        "the logout token was refused",
-    )
-    .with_cause(reason)
+    ApiError::new(ErrorCode::InvalidRequest)
+        .with_message("the logout token was refused")
+        .with_cause(reason)
 }
 
 #[derive(Debug, thiserror::Error)]

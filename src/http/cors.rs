@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use super::AppState;
-use super::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// How long a browser may cache a preflight answer.
 const MAX_AGE: HeaderValue = HeaderValue::from_static("600");
@@ -38,13 +38,9 @@ pub fn before(app: &AppState, req: &Request) -> ControlFlow<Response, Option<Hea
     if is_preflight && origin.is_some() {
         let Some(origin) = allowed else {
             return ControlFlow::Break(
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "cors_origin_denied",
-                    "this origin may not call Sallyport",
-                )
-                .with_header(header::VARY, VARY)
-                .into_response(),
+                ApiError::new(ErrorCode::CorsOriginDenied)
+                    .with_header(header::VARY, VARY)
+                    .into_response(),
             );
         };
         return ControlFlow::Break(preflight(app, req, origin.clone()));
@@ -86,7 +82,7 @@ fn preflight(app: &AppState, req: &Request, origin: HeaderValue) -> Response {
         _ => match app.proxy.routes().find(path) {
             Ok(Some(m)) => m.route.allow.clone(),
             _ => {
-                return ApiError::not_found()
+                return ApiError::new(ErrorCode::NotFound)
                     .with_header(header::VARY, VARY)
                     .into_response();
             }
@@ -101,14 +97,10 @@ fn preflight(app: &AppState, req: &Request, origin: HeaderValue) -> Response {
         .to_str()
         .is_ok_and(|list| list.split(", ").any(|m| m.eq_ignore_ascii_case(requested)));
     if !method_ok {
-        return ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not accept the method",
-        )
-        .with_header(header::ALLOW, methods)
-        .with_header(header::VARY, VARY)
-        .into_response();
+        return ApiError::new(ErrorCode::MethodNotAllowed)
+            .with_header(header::ALLOW, methods)
+            .with_header(header::VARY, VARY)
+            .into_response();
     }
     let allow_headers = format!(
         "Content-Type, Accept, X-Requested-With, {}",

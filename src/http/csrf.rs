@@ -8,8 +8,8 @@
 use http::{HeaderMap, Method};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
 use crate::config::Config;
+use crate::error::ApiError;
 
 /// Whether `method` can change state.
 pub fn is_unsafe(method: &Method) -> bool {

@@ -11,62 +11,27 @@
 //! Caddy), and its path must be in normal form (`400 invalid_path` otherwise), so that the
 //! route decided here is the one the upstream sees.
 //!
-//! Authenticated: `200` with the identity headers and the bearer. Not authenticated: `401`
-//! JSON for API-style requests and for nginx (whose `auth_request` accepts only 2xx, 401 and
-//! 403; the recipe turns a page's 401 into the login redirect); a `302` to login for Traefik
-//! and Caddy navigations. A state-changing original request must pass the CSRF checks of the
-//! proxy path, or gets `403 csrf_failed`, which the edge returns to the browser.
+//! The decision is the proxy path's own (`http::admit`), for the route the original path falls
+//! under; a path under no route is a page of the app and needs a session. `200` passes, with
+//! the identity headers and the bearer the route's service receives (`auth: none`: no store
+//! read, no identity; `optional`: identity when there is a session; `session_or_bearer`: a
+//! valid client bearer passes and is handed back). Every refusal is the proxy path's (`405`
+//! with `Allow`, `403 csrf_failed`, `401`, …) and names its code in `X-Sallyport-Error`. A
+//! navigation without a session is sent to login: `302` for Traefik and Caddy, the `401` with
+//! `X-Sallyport-Login` for nginx (whose `auth_request` passes on only 2xx, 401 and 403; its
+//! recipe makes the redirect). A `fetch()` or XHR gets the `401`.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
-use super::error::ApiError;
-use super::{AppState, csrf};
-use crate::config::{AuthMode, Edge, TokenMode};
+use super::AppState;
+use super::admit::{Admission, Ask, Surface, admit};
+use crate::config::Edge;
+use crate::error::{ApiError, ErrorCode};
 use crate::proxy::headers::{X_AUTH_EMAIL, X_AUTH_USER};
-use crate::session::manager::Lookup;
-
-/// Whether `ip` is in one of the trusted networks.
-pub fn is_trusted(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    networks.iter().any(|(net, prefix)| match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(*n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(*n) & mask
-        }
-        _ => false,
-    })
-}
-
-/// The client's address: the peer itself, or — when the peer is a trusted proxy — the
-/// rightmost `X-Forwarded-For` entry that is not a trusted proxy (entries to its left could
-/// have been written by the client).
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[(IpAddr, u8)]) -> IpAddr {
-    if !is_trusted(peer, trusted) {
-        return peer;
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip, trusted))
-        .unwrap_or(peer)
-}
 
 /// The original request as the edge describes it.
 struct Original<'a> {
@@ -82,11 +47,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn original(headers: &HeaderMap, edge: Edge) -> Result<Original<'_>, ApiError> {
     let (uri, method) = edge.original_headers();
     let uri = header(headers, uri).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the edge did not say which request it asks about (X-Original-URI for nginx, X-Forwarded-Uri for Traefik and Caddy); configure it as in Sallyport's recipe",
-        )
+        ApiError::new(ErrorCode::InvalidRequest).with_message("the edge did not say which request it asks about (X-Original-URI for nginx, X-Forwarded-Uri for Traefik and Caddy); configure it as in Sallyport's recipe")
     })?;
     Ok(Original {
         uri,
@@ -96,68 +57,41 @@ fn original(headers: &HeaderMap, edge: Edge) -> Result<Original<'_>, ApiError> {
     })
 }
 
-/// The handler.
-pub async fn verify(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// The handler: the decision the proxy path would take for the original request.
+pub async fn verify(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some(edge) = app.config.server.forward_auth.as_ref().map(|f| f.edge) else {
-        return Err(ApiError::not_found());
+        return Err(ApiError::new(ErrorCode::NotFound));
     };
     let original = original(&headers, edge)?;
-    let path = original.uri.split(['?', '#']).next().unwrap_or_default();
-    let route = app
-        .proxy
-        .routes()
-        .find(path)
-        .map_err(ApiError::invalid_path)?
-        .map(|m| m.route);
-
-    let session = match app.sessions.lookup(&headers).await? {
-        Lookup::Found(s) => s,
-        Lookup::NoCookie | Lookup::Ended => {
-            return Ok(unauthenticated(
-                &app,
-                &headers,
-                &original,
-                edge,
-                route.is_some(),
-            ));
-        }
+    let ask = Ask {
+        method: &original.method,
+        path: original.uri.split(['?', '#']).next().unwrap_or_default(),
+        headers: &headers,
+        peer: peer.ip(),
+        surface: Surface::Edge,
     };
-    // The edge passes the browser's own headers, so a state-changing request it is about to
-    // forward gets the proxy path's CSRF checks here — before anything (a refresh) happens.
-    // Without them, any site could make a logged-in browser POST through the edge. Paths
-    // outside the API routes (server-rendered pages) get the origin check only.
-    if csrf::is_unsafe(&original.method) {
-        match route {
-            Some(r) if r.auth != AuthMode::None => {
-                csrf::check(&headers, &app.config, &session.record.csrf_token, None)?;
-            }
-            _ => csrf::check_origin(&headers, &app.config)?,
-        }
-    }
-    let service = route.map(|r| app.proxy.upstream(r.service));
-    let session = match service.map(|s| s.token) {
-        Some(TokenMode::User) => super::api::fresh(&app, session).await?,
-        _ => session,
+    let pass = match admit(&app, ask).await {
+        Ok(Admission::Pass(pass)) => pass,
+        Ok(Admission::Unrouted) => return Err(ApiError::new(ErrorCode::NotFound)),
+        Err(e) => return Ok(refused(&app, &headers, &original, edge, e)),
     };
-
-    let mut resp = StatusCode::OK.into_response();
+    let forwarded = pass.forwarded(&app);
+    let mut resp = answer();
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // Claims with control characters never become headers (from_str refuses them).
-    if let Ok(v) = HeaderValue::from_str(&session.record.sub) {
-        h.insert(X_AUTH_USER.clone(), v);
+    for (name, value) in [
+        (&X_AUTH_USER, forwarded.user),
+        (&X_AUTH_EMAIL, forwarded.email),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(name.clone(), v);
+        }
     }
-    if let Some(v) = session
-        .record
-        .claims
-        .get("email")
-        .and_then(|e| e.as_str())
-        .and_then(|e| HeaderValue::from_str(e).ok())
-    {
-        h.insert(X_AUTH_EMAIL.clone(), v);
-    }
-    let bearer = service.and_then(|s| crate::tokens::token_for(&session.record, s.token));
-    if let Some(token) = bearer
+    if let Some(token) = forwarded.bearer
         && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {token}"))
     {
         v.set_sensitive(true);
@@ -166,82 +100,71 @@ pub async fn verify(State(app): State<AppState>, headers: HeaderMap) -> Result<R
     Ok(resp)
 }
 
-fn unauthenticated(
+/// `200`, never cached: the request may pass.
+fn answer() -> Response {
+    let mut resp = StatusCode::OK.into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Whether the browser is loading a page (a login redirect helps), as opposed to a `fetch()`
+/// or XHR (which wants a `401` it can act on).
+fn is_navigation(headers: &HeaderMap) -> bool {
+    match header(headers, "sec-fetch-mode") {
+        Some(mode) => mode == "navigate",
+        None => {
+            header(headers, "accept").is_some_and(|a| a.contains("text/html"))
+                && !headers.contains_key("x-requested-with")
+        }
+    }
+}
+
+/// A refusal as the edge passes it on. Every one names its code in `X-Sallyport-Error` (nginx
+/// does not pass the body of an `auth_request` answer; its recipe builds one from this). A
+/// navigation without a session is sent to login: a `302` where the edge passes redirects
+/// (Traefik, Caddy), else the `401` with the login URL in `X-Sallyport-Login`, which the nginx
+/// recipe turns into the redirect. A `fetch()` or XHR gets the `401`.
+fn refused(
     app: &AppState,
     headers: &HeaderMap,
     original: &Original<'_>,
     edge: Edge,
-    api_route: bool,
+    e: ApiError,
 ) -> Response {
-    let api_style = api_route
-        || header(headers, "accept").is_some_and(|a| a.contains("application/json"))
-        || headers.contains_key("x-requested-with");
-    let login =
-        super::auth::safe_return_to(original.uri, &app.config.server.public_url).map(|to| {
-            format!(
-                "/auth/login?return_to={}",
-                url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
-            )
-        });
-    match login {
-        Some(location) if !api_style && edge.passes_redirects() => {
-            let mut resp = StatusCode::FOUND.into_response();
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
-        }
-        _ => ApiError::not_authenticated().into_response(),
+    let code = e.code();
+    let e = e.with_header(
+        X_SALLYPORT_ERROR.clone(),
+        HeaderValue::from_static(code.as_str()),
+    );
+    if !matches!(
+        code,
+        ErrorCode::NotAuthenticated | ErrorCode::SessionExpired
+    ) || !is_navigation(headers)
+    {
+        return e.into_response();
     }
+    let Some(login) = super::auth::safe_return_to(original.uri, &app.config.server.public_url)
+        .and_then(|to| {
+            let to = url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>();
+            HeaderValue::from_str(&format!("/auth/login?return_to={to}")).ok()
+        })
+    else {
+        return e.into_response();
+    };
+    if !edge.passes_redirects() {
+        return e
+            .with_header(X_SALLYPORT_LOGIN.clone(), login)
+            .into_response();
+    }
+    let mut resp = StatusCode::FOUND.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, login);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trusted_networks_match_by_prefix() {
-        let nets = [
-            ("10.0.0.0".parse().unwrap(), 8),
-            ("::1".parse().unwrap(), 128),
-            ("192.168.1.7".parse().unwrap(), 32),
-        ];
-        for ip in ["10.1.2.3", "::1", "192.168.1.7", "::ffff:10.9.9.9"] {
-            assert!(is_trusted(ip.parse().unwrap(), &nets), "{ip}");
-        }
-        for ip in ["11.0.0.1", "192.168.1.8", "::2", "127.0.0.1"] {
-            assert!(!is_trusted(ip.parse().unwrap(), &nets), "{ip}");
-        }
-        assert!(is_trusted(
-            "8.8.8.8".parse().unwrap(),
-            &[("0.0.0.0".parse().unwrap(), 0)]
-        ));
-    }
-
-    #[test]
-    fn the_client_address_comes_from_trusted_proxies_only() {
-        let nets = [("10.0.0.0".parse().unwrap(), 8)];
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"),
-        );
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            client_ip(ip("10.0.0.9"), &h, &nets),
-            ip("2.2.2.2"),
-            "rightmost untrusted entry"
-        );
-        assert_eq!(
-            client_ip(ip("8.8.8.8"), &h, &nets),
-            ip("8.8.8.8"),
-            "an untrusted peer's header is ignored"
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.9"), &HeaderMap::new(), &nets),
-            ip("10.0.0.9")
-        );
-    }
-}
+/// The refusal's code, for edges that do not pass the body on.
+static X_SALLYPORT_ERROR: HeaderName = HeaderName::from_static("x-sallyport-error");
+/// Where to log in, on a navigation's `401` for edges that do not pass redirects on.
+static X_SALLYPORT_LOGIN: HeaderName = HeaderName::from_static("x-sallyport-login");

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, header};
 
-use super::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// How many clients the limiter tracks at most.
 const MAX_TRACKED: usize = 100_000;
@@ -142,12 +142,7 @@ impl RateLimiter {
 
 /// `429 rate_limited` with `Retry-After`.
 pub fn rate_limited(wait: Duration) -> ApiError {
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "too many failed attempts from this address; try again later",
-    )
-    .with_header(
+    ApiError::new(ErrorCode::RateLimited).with_header(
         header::RETRY_AFTER,
         HeaderValue::from(wait.as_secs().max(1)),
     )
@@ -167,11 +162,7 @@ fn header_bytes(headers: &HeaderMap) -> u64 {
 /// The `431`.
 pub fn check_header_size(headers: &HeaderMap, max: u64) -> Result<(), ApiError> {
     if header_bytes(headers) > max {
-        return Err(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request_headers_too_large",
-            "the request headers are larger than allowed here",
-        ));
+        return Err(ApiError::new(ErrorCode::RequestHeadersTooLarge));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use crate::error::ApiError;
 use crate::session::cookie;
 use crate::session::manager::Lookup;
 

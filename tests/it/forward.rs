@@ -278,3 +278,105 @@ async fn upstreams_see_the_client_address_a_trusted_proxy_names_and_no_other() {
         "a spoofed address is replaced"
     );
 }
+
+/// Traefik and Caddy get the same decisions as nginx, with the login redirect made here; an
+/// `auth: none` route is answered without reading the store (it passes while Redis is down,
+/// when every session route fails closed).
+#[tokio::test(flavor = "multi_thread")]
+async fn traefik_gets_each_modes_answer_and_public_routes_need_no_store() {
+    let mut redis = crate::harness::redis::Redis::start().await;
+    let session_yaml = format!(
+        "  store: redis\n  redis: {{ url: \"{}\", key_prefix: \"fa:\", timeout: 300ms }}",
+        redis.url
+    );
+    let stack = Stack::start_with(
+        |_| {},
+        |g| {
+            g.session_yaml = session_yaml;
+            g.forward_auth = Some("traefik");
+        },
+    )
+    .await;
+    let anon = stack.browser();
+    let ask = |uri: &'static str, method: &'static str, nav: bool| {
+        let mut h = vec![("x-forwarded-uri", uri), ("x-forwarded-method", method)];
+        if nav {
+            h.push(("sec-fetch-mode", "navigate"));
+        } else {
+            h.push(("sec-fetch-mode", "cors"));
+        }
+        h
+    };
+
+    // A navigation to an API route is sent to login too: the kind of request decides.
+    let resp = verify(
+        &stack,
+        &anon,
+        "/auth/verify",
+        &ask("/api/echo/x", "GET", true),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(
+        header(&resp, "location").unwrap(),
+        "/auth/login?return_to=%2Fapi%2Fecho%2Fx"
+    );
+    let resp = verify(
+        &stack,
+        &anon,
+        "/auth/verify",
+        &ask("/api/echo/x", "GET", false),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&resp, "x-sallyport-error").as_deref(),
+        Some("not_authenticated")
+    );
+    assert!(header(&resp, "x-sallyport-login").is_none());
+    // optional passes anonymously; a method the route does not take is 405 with Allow.
+    let resp = verify(
+        &stack,
+        &anon,
+        "/auth/verify",
+        &ask("/api/optional/x", "GET", false),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(header(&resp, "x-auth-request-user").is_none());
+    let resp = verify(
+        &stack,
+        &anon,
+        "/auth/verify",
+        &ask("/api/readonly/x", "DELETE", false),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&resp, "allow").as_deref(), Some("GET"));
+
+    let user = stack.browser();
+    user.login("alice", "/").await;
+    redis.stop();
+    // The store is gone: a public route still passes (no store read), without identity…
+    let resp = verify(
+        &stack,
+        &user,
+        "/auth/verify",
+        &ask("/api/public/x", "GET", true),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(header(&resp, "x-auth-request-user").is_none());
+    assert!(header(&resp, "authorization").is_none());
+    // …and a session route fails closed.
+    let resp = verify(
+        &stack,
+        &user,
+        "/auth/verify",
+        &ask("/api/echo/x", "GET", false),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "store_unavailable");
+}

@@ -1,0 +1,309 @@
+//! Admission: whether a request may pass, and as whom. The one decision behind the proxy path
+//! (`http::api`) and forward-auth (`http::forward`), so the edge and the proxy can never
+//! answer differently.
+//!
+//! [`admit`] takes the parts of a request that decide ([`Ask`]) and runs the checks in order,
+//! each before anything that costs more:
+//! 1. **route**: the path in normal form (`400 invalid_path`) and the route it falls under;
+//!    on the public port a path under no route is not ours to decide ([`Admission::Unrouted`],
+//!    static files or `404`), at the edge it is a page of the app and needs a session;
+//! 2. **limits**: header size (`431`), declared body size (`413`), method (`405` with `Allow`);
+//! 3. **identity** by the route's `auth`: nobody (`none`, no store read), a machine client's
+//!    own bearer (`session_or_bearer`; a refused one counts against the client's address), or
+//!    the session cookie (`401 not_authenticated` / `session_expired`, unless `optional`);
+//! 4. **CSRF** for a cookie-authenticated request: unsafe methods need an allowed origin and
+//!    the session's token (the origin alone for pages under no route), WebSocket upgrades an
+//!    allowed origin (`403`);
+//! 5. **token**: the session's access token, refreshed when the route's service gets it and it
+//!    is about to expire.
+//!
+//! The result, a [`Pass`], says what to forward ([`Pass::forwarded`]); callers never look at
+//! the session or the route's mode again.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method, header};
+
+use super::AppState;
+use crate::config::{AuthMode, DEFAULT_MAX_HEADERS, TokenMode};
+use crate::error::{ApiError, ErrorCode};
+use crate::proxy::guard::SessionGuard;
+use crate::proxy::routes::Match;
+use crate::session::cookie;
+use crate::session::manager::{Loaded, Lookup};
+
+/// The parts of a request admission looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The method (at the edge: the original request's).
+    pub method: &'a Method,
+    /// The path, without query (at the edge: the original request's).
+    pub path: &'a str,
+    /// The browser's headers (at the edge: as the edge passed them on).
+    pub headers: &'a HeaderMap,
+    /// The connection's peer address.
+    pub peer: IpAddr,
+    /// Who asks.
+    pub surface: Surface,
+}
+
+/// Who asks for a decision: it decides what a path under no route is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The public port: a path under no route is a static file or nothing.
+    Proxy,
+    /// Forward-auth: a path under no route is a page of the app behind the edge.
+    Edge,
+}
+
+/// The decision.
+#[derive(Debug)]
+pub enum Admission<'a> {
+    /// The request may pass.
+    Pass(Pass<'a>),
+    /// No route matches, on the public port: not the proxy's request.
+    Unrouted,
+}
+
+/// A request that may pass, and as whom.
+#[derive(Debug)]
+pub struct Pass<'a> {
+    /// The route and the path its upstream receives; `None` for a page under no route (edge).
+    pub route: Option<Match<'a>>,
+    /// The client's address (see `http::client`).
+    pub client: IpAddr,
+    /// Who the request is from.
+    pub identity: Identity,
+}
+
+/// Who a request is from.
+#[derive(Debug)]
+pub enum Identity {
+    /// Nobody: an `auth: none` route, or `optional` without a session.
+    Anonymous,
+    /// A session, its access token fresh when the route's service receives it.
+    Session(Loaded),
+    /// A machine client's own bearer token, validated, forwarded unchanged.
+    Bearer {
+        /// The token as sent.
+        token: String,
+        /// Its `sub`, when it has one.
+        sub: Option<String>,
+    },
+}
+
+/// What is forwarded for a passed request: the identity headers and the bearer token.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// `Authorization: Bearer …`, when the route's service gets a token.
+    pub bearer: Option<&'a str>,
+    /// The user's `sub`.
+    pub user: Option<&'a str>,
+    /// The user's email, when the session has one.
+    pub email: Option<&'a str>,
+}
+
+impl Pass<'_> {
+    /// What the route's service receives about the caller.
+    pub fn forwarded(&self, app: &AppState) -> Forwarded<'_> {
+        match &self.identity {
+            Identity::Anonymous => Forwarded::default(),
+            Identity::Bearer { token, sub } => Forwarded {
+                bearer: Some(token),
+                user: sub.as_deref(),
+                email: None,
+            },
+            Identity::Session(s) => Forwarded {
+                bearer: self.route.as_ref().and_then(|m| {
+                    crate::tokens::token_for(&s.record, app.proxy.upstream(m.route.service).token)
+                }),
+                user: Some(&s.record.sub),
+                email: s.record.claims.get("email").and_then(|e| e.as_str()),
+            },
+        }
+    }
+
+    /// A guard that ends streams opened under this request's session with the session.
+    pub fn session_guard(&self, app: &AppState) -> Option<SessionGuard> {
+        match &self.identity {
+            Identity::Session(s) => Some(SessionGuard::new(
+                Arc::clone(&app.sessions),
+                s.key,
+                s.record.expires_at,
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Decides whether `ask` may pass.
+///
+/// # Errors
+/// The refusal, ready to send (the edge adapts `401`s for navigations).
+pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>, ApiError> {
+    let route = app
+        .proxy
+        .routes()
+        .find(ask.path)
+        .map_err(ApiError::invalid_path)?;
+    if route.is_none() && ask.surface == Surface::Proxy {
+        return Ok(Admission::Unrouted);
+    }
+    let client =
+        super::client::client_ip(ask.peer, ask.headers, &app.config.server.trusted_proxies);
+    limits(route.as_ref(), &ask)?;
+    let mode = route.as_ref().map_or(AuthMode::Session, |m| m.route.auth);
+    let bearer = match mode {
+        AuthMode::SessionOrBearer => client_bearer(ask.headers),
+        _ => None,
+    };
+    let identity = match (mode, bearer) {
+        (AuthMode::None, _) => Identity::Anonymous,
+        (_, Some(token)) => {
+            // A refused token counts against the client's address; a valid one gives its
+            // attempt back. No cookie is involved, so there is nothing for CSRF to ride on.
+            let permit = app
+                .limiter
+                .acquire(client)
+                .map_err(super::limits::rate_limited)?;
+            let claims = Box::pin(validate_bearer(app, &token)).await?;
+            permit.succeeded();
+            Identity::Bearer {
+                token,
+                sub: claims.sub,
+            }
+        }
+        (AuthMode::Session | AuthMode::SessionOrBearer | AuthMode::Optional, None) => {
+            match app.sessions.lookup(ask.headers).await? {
+                Lookup::Found(s) => {
+                    csrf(app, &ask, route.is_some(), &s.record.csrf_token)?;
+                    let service = route.as_ref().map(|m| app.proxy.upstream(m.route.service));
+                    match service.map(|s| s.token) {
+                        Some(TokenMode::User) => Identity::Session(fresh(app, s).await?),
+                        _ => Identity::Session(s),
+                    }
+                }
+                Lookup::NoCookie if mode == AuthMode::Optional => Identity::Anonymous,
+                Lookup::Ended if mode == AuthMode::Optional => Identity::Anonymous,
+                Lookup::NoCookie => return Err(ApiError::new(ErrorCode::NotAuthenticated)),
+                Lookup::Ended => return Err(expired(app)),
+            }
+        }
+    };
+    Ok(Admission::Pass(Pass {
+        route,
+        client,
+        identity,
+    }))
+}
+
+/// Header size, declared body size and method, before anything reads the store.
+fn limits(route: Option<&Match<'_>>, ask: &Ask<'_>) -> Result<(), ApiError> {
+    let max_headers = route.map_or(DEFAULT_MAX_HEADERS, |m| m.route.max_headers);
+    super::limits::check_header_size(ask.headers, max_headers)?;
+    let Some(route) = route.map(|m| m.route) else {
+        return Ok(());
+    };
+    if let Some(max) = route.max_body {
+        let declared = ask
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Err(ApiError::new(ErrorCode::RequestTooLarge));
+        }
+    }
+    if !route.allows(ask.method) {
+        return Err(ApiError::new(ErrorCode::MethodNotAllowed)
+            .with_header(header::ALLOW, route.allow.clone()));
+    }
+    Ok(())
+}
+
+/// The CSRF checks of a cookie-authenticated request.
+fn csrf(app: &AppState, ask: &Ask<'_>, routed: bool, token: &str) -> Result<(), ApiError> {
+    if super::csrf::is_unsafe(ask.method) {
+        // Pages under no route (server-rendered, behind the edge) have no CSRF token to send:
+        // the origin alone decides.
+        match routed {
+            true => super::csrf::check(ask.headers, &app.config, token, None)?,
+            false => super::csrf::check_origin(ask.headers, &app.config)?,
+        }
+    }
+    if crate::proxy::is_upgrade(ask.headers)
+        && !super::csrf::origin_allowed(ask.headers, &app.config)
+    {
+        // Cross-site WebSocket hijacking: a cookie-authenticated upgrade must come from us.
+        return Err(ApiError::new(ErrorCode::ForbiddenOrigin));
+    }
+    Ok(())
+}
+
+/// The token of an `Authorization: Bearer …` header, if the client sent one.
+fn client_bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| token.trim().to_owned())
+}
+
+fn invalid_token(cause: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    ApiError::new(ErrorCode::InvalidToken)
+        .with_cause(cause)
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        )
+}
+
+/// Validates a client's bearer at the provider that issued it (one with `bearer_audiences`).
+async fn validate_bearer(
+    app: &AppState,
+    token: &str,
+) -> Result<crate::oidc::bearer::BearerClaims, ApiError> {
+    use crate::oidc::bearer::BearerError;
+    let issuer = crate::oidc::unverified_issuer(token)
+        .ok_or_else(|| invalid_token(BearerError::UnknownIssuer))?;
+    let provider = app
+        .providers
+        .iter()
+        .find(|p| p.config().issuer == issuer && !p.config().bearer_audiences.is_empty())
+        .ok_or_else(|| invalid_token(BearerError::UnknownIssuer))?;
+    let now = app.sessions.clock().unix() as i64;
+    provider
+        .validate_bearer(token, now)
+        .await
+        .map_err(|e| match e {
+            Ok(reason) => invalid_token(reason),
+            Err(unavailable) => ApiError::provider_unavailable(unavailable),
+        })
+}
+
+/// The session with an access token that is not about to expire (refreshed if needed).
+async fn fresh(app: &AppState, session: Loaded) -> Result<Loaded, ApiError> {
+    let provider = app
+        .provider(Some(&session.record.provider))
+        .ok_or_else(|| expired(app))?;
+    app.broker
+        .ensure_fresh(&app.sessions, provider, session)
+        .await
+        .map_err(|e| {
+            let e = ApiError::from(e);
+            match e.code() {
+                ErrorCode::SessionExpired => e.with_header(header::SET_COOKIE, clear_cookie(app)),
+                _ => e,
+            }
+        })
+}
+
+/// `401 session_expired`, clearing the dead cookie.
+fn expired(app: &AppState) -> ApiError {
+    ApiError::new(ErrorCode::SessionExpired).with_header(header::SET_COOKIE, clear_cookie(app))
+}
+
+fn clear_cookie(app: &AppState) -> HeaderValue {
+    let c = app.sessions.cookie();
+    cookie::clear(c, &c.name)
+}
