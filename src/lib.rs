@@ -237,9 +237,13 @@ pub async fn serve(
         max_connections: server.max_connections,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = gateway.state.clone();
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
+        // WebSockets get the same grace as requests: a Close frame (1001) at once, at the
+        // next frame boundary, and until the grace period ends to finish (below).
+        state.proxy.relays().shut_down();
     });
     let side = |name: &'static str, tcp: TcpListener, router: axum::Router| {
         tokio::spawn(listener::run(
@@ -285,5 +289,11 @@ pub async fn serve(
         grace,
     )
     .await;
+    if !gateway.state.proxy.relays().drained(grace).await {
+        tracing::warn!(
+            ?grace,
+            "grace period over; dropping the remaining WebSocket relays"
+        );
+    }
     Ok(())
 }

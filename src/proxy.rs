@@ -9,6 +9,8 @@ pub mod headers;
 pub mod routes;
 mod upgrade;
 
+pub use upgrade::Relays;
+
 use std::time::Duration;
 
 use axum::body::Body;
@@ -47,6 +49,7 @@ pub struct Proxy {
     our_cookies: [String; 3],
     proto: &'static str,
     public_host: HeaderValue,
+    relays: Relays,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -115,7 +118,13 @@ impl Proxy {
                 "http"
             },
             public_host: authority(&config.server.public_url),
+            relays: Relays::default(),
         })
+    }
+
+    /// The open WebSocket relays.
+    pub fn relays(&self) -> &Relays {
+        &self.relays
     }
 
     /// The route table.
@@ -214,7 +223,8 @@ impl Proxy {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let mut guard = guard;
         if let (Some(client_upgrade), true) = (client_upgrade, switching) {
-            upgrade::relay(client_upgrade, hyper::upgrade::on(&mut resp), guard.take());
+            self.relays
+                .relay(client_upgrade, hyper::upgrade::on(&mut resp), guard.take());
         }
         let (mut parts, body) = resp.into_parts();
         headers::to_browser(

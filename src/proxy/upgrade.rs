@@ -1,12 +1,13 @@
 //! The WebSocket relay: bytes copied both ways between the upgraded browser and upstream
-//! connections, closed with `1008` when the session behind it ends.
+//! connections, closed with `1008` when the session behind it ends and with `1001` when
+//! Sallyport shuts down.
 //!
 //! The relay stays raw — no frame is decoded, so subprotocols, extensions and
 //! `permessage-deflate` pass untouched — but it follows frame *boundaries* (RFC 6455 §5.2:
 //! header, extended length, mask, payload). That is all a clean close needs: when the session
-//! ends, each direction finishes the frame it is in, then the browser gets a Close frame with
-//! status 1008 (policy violation) and the upstream a masked Close frame, and both connections
-//! shut. A WebSocket crate would decode every frame and, as tungstenite does, give up
+//! ends (or the server stops), each direction finishes the frame it is in, then the browser
+//! gets a Close frame (unmasked) and the upstream a masked one, and both connections shut. A
+//! WebSocket crate would decode every frame and, as tungstenite does, give up
 //! `permessage-deflate`; the boundary tracker is about forty lines and parses only lengths.
 
 use std::time::Duration;
@@ -18,57 +19,138 @@ use tokio::sync::watch;
 
 use super::guard::SessionGuard;
 
-/// How long a direction may take to finish the frame it is in once the session has ended.
+/// How long a direction may take to finish the frame it is in once the relay must stop.
 const FINISH_FRAME: Duration = Duration::from_secs(2);
-/// RFC 6455 §7.4.1: the endpoint received a message that violates its policy.
-const POLICY_VIOLATION: u16 = 1008;
-const REASON: &[u8] = b"session ended";
 
-/// Relays the upgraded connections, ending the relay when `guard`'s session ends.
-pub(crate) fn relay(client: OnUpgrade, upstream: OnUpgrade, guard: Option<SessionGuard>) {
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let Some(guard) = guard else {
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, "websocket relay ended");
-            }
-            return;
-        };
-        let (stop_tx, stop) = watch::channel(false);
-        let ended = tokio::spawn(async move {
-            guard.ended().await;
-            let _ = stop_tx.send(true);
-        });
-        let (mut client_read, mut client_write) = tokio::io::split(client);
-        let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-        // Each direction runs until its sender closes (passing the close on, as
-        // `copy_bidirectional` does) or, once the session has ended, to its next frame
-        // boundary; a peer gets the Close frame only at a boundary of what it receives.
-        let (down, up) = tokio::join!(
-            pump(&mut upstream_read, &mut client_write, stop.clone()),
-            pump(&mut client_read, &mut upstream_write, stop),
-        );
-        ended.abort();
-        if down.is_stopped() || up.is_stopped() {
-            tracing::info!("websocket closed: its session ended");
+/// Why a relay stops early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The session behind it ended: RFC 6455 §7.4.1 `1008`, policy violation.
+    SessionEnded,
+    /// Sallyport is shutting down: `1001`, going away (the browser may reconnect elsewhere).
+    GoingAway,
+}
+
+impl Close {
+    fn code(self) -> u16 {
+        match self {
+            Close::SessionEnded => 1008,
+            Close::GoingAway => 1001,
         }
+    }
+
+    fn reason(self) -> &'static [u8] {
+        match self {
+            Close::SessionEnded => b"session ended",
+            Close::GoingAway => b"server shutting down",
+        }
+    }
+}
+
+/// The open relays, so that a graceful shutdown can close them and wait for them as it does
+/// for HTTP requests.
+#[derive(Debug)]
+pub struct Relays {
+    /// `true` once shutting down; every live relay holds a receiver.
+    stop: watch::Sender<bool>,
+}
+
+impl Default for Relays {
+    fn default() -> Self {
+        Self {
+            stop: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Relays {
+    /// Tells every relay, and every relay still to start, to close with `1001`.
+    pub fn shut_down(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until every relay has ended, at most `grace`; `false` if some were still open.
+    pub async fn drained(&self, grace: Duration) -> bool {
+        tokio::time::timeout(grace, self.stop.closed())
+            .await
+            .is_ok()
+    }
+
+    /// Relays the upgraded connections, ending the relay when `guard`'s session ends or
+    /// Sallyport shuts down.
+    pub(crate) fn relay(
+        &self,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+        guard: Option<SessionGuard>,
+    ) {
+        let shutdown = self.stop.subscribe();
+        tokio::spawn(relay(client, upstream, guard, shutdown));
+    }
+}
+
+async fn relay(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    guard: Option<SessionGuard>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(TokioIo::new(upstream));
+    let (stop_tx, stop) = watch::channel(None);
+    // This relay counts as open for `Relays::drained` while `shutdown` lives, which is until
+    // the relay ends.
+    let mut live = shutdown.clone();
+    let why = async move {
+        let ended = async {
+            match guard {
+                Some(guard) => guard.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            () = ended => Close::SessionEnded,
+            _ = live.wait_for(|stopping| *stopping) => Close::GoingAway,
+        };
+        let _ = stop_tx.send(Some(why));
+        // Keep the sender: a dropped one would read as a stop without a reason.
+        std::future::pending::<std::convert::Infallible>().await
+    };
+    // Each direction runs until its sender closes (passing the close on, as
+    // `copy_bidirectional` does) or, once the relay must stop, to its next frame boundary; a
+    // peer gets the Close frame only at a boundary of what it receives.
+    let pumps = async {
+        tokio::join!(
+            pump(&mut upstream_read, &mut client_write, stop.clone()),
+            pump(&mut client_read, &mut upstream_write, stop.clone()),
+        )
+    };
+    let (down, up) = tokio::select! {
+        pumped = pumps => pumped,
+        never = why => match never {},
+    };
+    let why = *stop.borrow();
+    if let Some(why) = why {
+        tracing::info!(code = why.code(), "websocket closed by Sallyport");
         if down.is_stopped() {
-            let _ = client_write.write_all(&close_frame(None)).await;
+            let _ = client_write.write_all(&close_frame(why, None)).await;
         }
         if up.is_stopped() {
-            let _ = upstream_write.write_all(&close_frame(Some(mask()))).await;
+            let _ = upstream_write
+                .write_all(&close_frame(why, Some(mask())))
+                .await;
         }
-        let _ = client_write.shutdown().await;
-        let _ = upstream_write.shutdown().await;
-    });
+    }
+    let _ = client_write.shutdown().await;
+    let _ = upstream_write.shutdown().await;
+    drop(shutdown);
 }
 
 /// How a direction ended.
@@ -88,9 +170,9 @@ impl Pumped {
 }
 
 /// Copies `from` to `to`, tracking frame boundaries, and shuts `to` down when `from` ends;
-/// once `stop` turns true, copies only up to the end of the current frame (within
+/// once `stop` has a reason, copies only up to the end of the current frame (within
 /// [`FINISH_FRAME`]) and returns.
-async fn pump<R, W>(from: &mut R, to: &mut W, mut stop: watch::Receiver<bool>) -> Pumped
+async fn pump<R, W>(from: &mut R, to: &mut W, mut stop: watch::Receiver<Option<Close>>) -> Pumped
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -117,7 +199,7 @@ where
                 Ok(n) => n,
             },
             changed = stop.changed(), if deadline.is_none() => {
-                if changed.is_err() || *stop.borrow() {
+                if changed.is_err() || stop.borrow().is_some() {
                     deadline = Some(tokio::time::Instant::now() + FINISH_FRAME);
                 }
                 continue;
@@ -193,11 +275,11 @@ impl Frames {
     }
 }
 
-/// A Close frame with status 1008: unmasked for the browser, masked with `mask` for the
-/// upstream (RFC 6455 §5.3: frames from a client are masked).
-fn close_frame(mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut payload = POLICY_VIOLATION.to_be_bytes().to_vec();
-    payload.extend_from_slice(REASON);
+/// A Close frame for `why`: unmasked for the browser, masked with `mask` for the upstream
+/// (RFC 6455 §5.3: frames from a client are masked).
+fn close_frame(why: Close, mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut payload = why.code().to_be_bytes().to_vec();
+    payload.extend_from_slice(why.reason());
     let len = u8::try_from(payload.len()).expect("a short reason");
     let mut frame = vec![0x88];
     match mask {
@@ -304,10 +386,12 @@ mod tests {
 
     #[test]
     fn close_frames_carry_1008_and_are_masked_for_the_upstream() {
-        let plain = close_frame(None);
+        let plain = close_frame(Close::SessionEnded, None);
         assert_eq!(&plain[..4], &[0x88, 15, 0x03, 0xF0]);
-        assert_eq!(&plain[4..], REASON);
-        let masked = close_frame(Some([9, 8, 7, 6]));
+        assert_eq!(&plain[4..], b"session ended");
+        let going = close_frame(Close::GoingAway, None);
+        assert_eq!(&going[..4], &[0x88, 22, 0x03, 0xE9]);
+        let masked = close_frame(Close::SessionEnded, Some([9, 8, 7, 6]));
         assert_eq!(masked[1], 0x80 | 15);
         let unmasked: Vec<u8> = masked[6..]
             .iter()

@@ -408,6 +408,31 @@ async fn read_until_closed(tcp: &mut tokio::net::TcpStream, bound: Duration) -> 
 /// What the browser receives when its session ends: a Close frame, status 1008.
 const CLOSE_1008: &[u8] = b"\x88\x0f\x03\xf0session ended";
 
+/// What the browser receives when Sallyport shuts down: a Close frame, status 1001.
+const CLOSE_1001: &[u8] = b"\x88\x16\x03\xe9server shutting down";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_shutdown_closes_websockets_with_1001_and_waits_for_them() {
+    let stack = Stack::start().await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let mut ws = open_websocket(&stack, &b).await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(stack.gateway.stop());
+    let rest = read_until_closed(&mut ws, Duration::from_secs(5)).await;
+    assert!(rest.ends_with(CLOSE_1001), "{rest:?}");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve() returns once the relay has ended")
+        .unwrap();
+    // The grace period is 2 s; the relay ends at once, at a frame boundary.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_closes_open_websockets_and_streams() {
     let stack = Stack::start().await;
