@@ -1,0 +1,164 @@
+//! The `providers` section: issuers, client credentials, scopes and ID token algorithms.
+
+use super::*;
+
+/// `providers.<name>.discovery_ttl`: how long discovery metadata is kept.
+const DEFAULT_DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// `providers.<name>.clock_skew`: tolerance for `iat`/`exp`/`nbf`.
+const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// `providers.<name>.client_auth`.
+const DEFAULT_CLIENT_AUTH: &str = "client_secret_basic";
+
+const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+const DEFAULT_ALGS: [jsonwebtoken::Algorithm; 9] = [
+    jsonwebtoken::Algorithm::RS256,
+    jsonwebtoken::Algorithm::RS384,
+    jsonwebtoken::Algorithm::RS512,
+    jsonwebtoken::Algorithm::PS256,
+    jsonwebtoken::Algorithm::PS384,
+    jsonwebtoken::Algorithm::PS512,
+    jsonwebtoken::Algorithm::ES256,
+    jsonwebtoken::Algorithm::ES384,
+    jsonwebtoken::Algorithm::EdDSA,
+];
+
+impl Validator {
+    pub(super) fn providers(
+        &mut self,
+        raw: Option<indexmap::IndexMap<String, RawProvider>>,
+    ) -> Option<Vec<ProviderConfig>> {
+        let raw = match raw {
+            Some(raw) if !raw.is_empty() => raw,
+            _ => {
+                self.err(
+                    "providers",
+                    "at least one provider is required (issuer, client_id, client_secret)",
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (name, p) in raw {
+            let key = |field: &str| format!("providers.{name}.{field}");
+            let issuer = self
+                .required(&key("issuer"), p.issuer.as_ref())
+                .and_then(|issuer| match Url::parse(issuer) {
+                    Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
+                        if u.query().is_some() || u.fragment().is_some() {
+                            self.err(&key("issuer"), "an issuer has no query or fragment");
+                            None
+                        } else {
+                            Some(issuer.to_owned())
+                        }
+                    }
+                    Ok(_) => {
+                        self.err(
+                            &key("issuer"),
+                            "expected an https URL (plain http only for a provider on localhost)",
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        self.err(
+                            &key("issuer"),
+                            "expected a URL such as https://login.example.com/realms/app",
+                        );
+                        None
+                    }
+                });
+            let client_id = self
+                .required(&key("client_id"), p.client_id.as_ref())
+                .map(str::to_owned);
+            let client_auth = match p.client_auth.as_deref().unwrap_or(DEFAULT_CLIENT_AUTH) {
+                "client_secret_basic" => Some(ClientAuth::ClientSecretBasic),
+                "client_secret_post" => Some(ClientAuth::ClientSecretPost),
+                "private_key_jwt" => {
+                    self.err(
+                        &key("client_auth"),
+                        "private_key_jwt is not supported by this version yet; use client_secret_basic or client_secret_post",
+                    );
+                    None
+                }
+                _ => {
+                    self.err(
+                        &key("client_auth"),
+                        "expected one of client_secret_basic, client_secret_post",
+                    );
+                    None
+                }
+            };
+            let client_secret = self
+                .required(&key("client_secret"), p.client_secret.as_ref())
+                .map(ClientSecret::new);
+            let scopes: Vec<String> = p
+                .scopes
+                .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
+            if !scopes.iter().any(|s| s == "openid") {
+                self.err(&key("scopes"), "must include openid");
+            }
+            for (i, param) in p.login_params.iter().enumerate() {
+                const RESERVED: [&str; 9] = [
+                    "client_id",
+                    "redirect_uri",
+                    "response_type",
+                    "scope",
+                    "state",
+                    "nonce",
+                    "code_challenge",
+                    "code_challenge_method",
+                    "return_to",
+                ];
+                if RESERVED.contains(&param.as_str()) {
+                    self.err(
+                        &format!("providers.{name}.login_params[{i}]"),
+                        "this parameter is set by Sallyport itself and cannot be passed through",
+                    );
+                }
+            }
+            let mut id_token_algs = Vec::new();
+            match p.id_token_algs {
+                None => id_token_algs.extend(DEFAULT_ALGS),
+                Some(algs) => {
+                    for (i, alg) in algs.iter().enumerate() {
+                        match alg.parse::<jsonwebtoken::Algorithm>() {
+                            Ok(a) if DEFAULT_ALGS.contains(&a) => id_token_algs.push(a),
+                            _ => self.err(
+                                &format!("providers.{name}.id_token_algs[{i}]"),
+                                "expected an asymmetric JWS algorithm: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
+                            ),
+                        }
+                    }
+                }
+            }
+            let discovery_ttl = self.positive_duration(
+                &key("discovery_ttl"),
+                p.discovery_ttl.as_ref(),
+                DEFAULT_DISCOVERY_TTL,
+            );
+            let clock_skew = self.duration(
+                &key("clock_skew"),
+                p.clock_skew.as_ref(),
+                DEFAULT_CLOCK_SKEW,
+            );
+            if let (Some(issuer), Some(client_id), Some(client_secret), Some(client_auth)) =
+                (issuer, client_id, client_secret, client_auth)
+            {
+                out.push(ProviderConfig {
+                    name,
+                    issuer,
+                    client_id,
+                    client_secret,
+                    client_auth,
+                    scopes,
+                    login_params: p.login_params,
+                    userinfo: p.userinfo.unwrap_or(true),
+                    discovery_ttl,
+                    id_token_algs,
+                    clock_skew,
+                    bearer_audiences: p.bearer_audiences,
+                });
+            }
+        }
+        Some(out)
+    }
+}

@@ -1,0 +1,158 @@
+//! The `routes` section: client paths, upstream paths, auth modes, methods and limits.
+
+use super::*;
+
+impl Validator {
+    pub(super) fn routes(
+        &mut self,
+        raw: Vec<RawRoute>,
+        services: &[ServiceConfig],
+    ) -> Vec<RouteConfig> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            let path = self.required(&key("path"), r.path.as_ref()).and_then(|p| {
+                if let Err(why) = check_route_path(p) {
+                    self.err(&key("path"), why);
+                    None
+                } else if !seen.insert(p.to_owned()) {
+                    self.err(&key("path"), "another route has the same path");
+                    None
+                } else {
+                    Some(p.to_owned())
+                }
+            });
+            let service = self
+                .required(&key("service"), r.service.as_ref())
+                .and_then(|name| {
+                    let found = services.iter().position(|s| s.name == name);
+                    if found.is_none() {
+                        let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+                        self.err(
+                            &key("service"),
+                            format!(
+                                "names no service under `services` (known: {})",
+                                if known.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
+                    }
+                    found
+                });
+            let upstream_path = match r.upstream_path {
+                None => None,
+                Some(up) => match check_upstream_path(&up, path.as_deref()) {
+                    Ok(()) => Some(up),
+                    Err(why) => {
+                        self.err(&key("upstream_path"), why);
+                        None
+                    }
+                },
+            };
+            let auth = match r.auth.as_deref().unwrap_or("session") {
+                "session" => Some(AuthMode::Session),
+                "optional" => Some(AuthMode::Optional),
+                "session_or_bearer" => Some(AuthMode::SessionOrBearer),
+                "none" => Some(AuthMode::None),
+                _ => {
+                    self.err(
+                        &key("auth"),
+                        "expected one of session, optional, none, session_or_bearer",
+                    );
+                    None
+                }
+            };
+            let methods = r.methods.map(|methods| {
+                let mut parsed = Vec::new();
+                for (j, m) in methods.iter().enumerate() {
+                    let upper = m.to_ascii_uppercase();
+                    match Method::from_bytes(upper.as_bytes()) {
+                        Ok(method) if !upper.is_empty() => parsed.push(method),
+                        _ => self.err(
+                            &format!("routes[{i}].methods[{j}]"),
+                            "expected an HTTP method such as GET or POST",
+                        ),
+                    }
+                }
+                parsed
+            });
+            let mut size = |field: &str, value: Option<&String>| {
+                value.and_then(|v| {
+                    let parsed = super::size::parse_size(v);
+                    if parsed.is_none() {
+                        self.err(&key(field), "expected a size such as 512KiB, 10MB or 1GiB (units B, KB, MB, GB, KiB, MiB, GiB)");
+                    }
+                    parsed
+                })
+            };
+            let max_body = size("max_body", r.max_body.as_ref());
+            let max_headers =
+                size("max_headers", r.max_headers.as_ref()).unwrap_or(super::DEFAULT_MAX_HEADERS);
+            if let (Some(path), Some(service), Some(auth)) = (path, service, auth) {
+                out.push(RouteConfig {
+                    path,
+                    service,
+                    upstream_path,
+                    auth,
+                    methods,
+                    max_body,
+                    max_headers,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn check_route_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("expected a path starting with / such as /api/orders/*");
+    }
+    let body = path.strip_suffix("/*").unwrap_or(path);
+    if body.contains('*') {
+        return Err("* is only allowed as the last segment (/api/orders/*)");
+    }
+    check_segments(body)
+}
+
+fn check_upstream_path(up: &str, route_path: Option<&str>) -> Result<(), &'static str> {
+    if !up.starts_with('/') || up.starts_with("//") || up.contains("://") || up.contains('\\') {
+        return Err(
+            "expected a relative path starting with / such as /v1/orders/* (no scheme, host or //)",
+        );
+    }
+    if up.contains(['?', '#']) {
+        return Err("expected a path without query or fragment");
+    }
+    let body = up.strip_suffix("/*").unwrap_or(up);
+    if body.contains('*') {
+        return Err("* is only allowed as the last segment (/v1/orders/*)");
+    }
+    if up.ends_with("/*") && route_path.is_some_and(|p| !p.ends_with("/*")) {
+        return Err("ends with /* but the route path has no /* to fill it");
+    }
+    check_segments(body)
+}
+
+fn check_segments(path: &str) -> Result<(), &'static str> {
+    if path.len() > 1 && path.contains("//") {
+        return Err("expected no empty segments (//)");
+    }
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return Err("expected no . or .. segments");
+    }
+    if path.to_ascii_lowercase().contains('%') {
+        return Err("expected a plain path without percent-encoding");
+    }
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+    {
+        return Err("expected a path without spaces, control characters, ? or #");
+    }
+    Ok(())
+}
