@@ -136,8 +136,8 @@ fn sessions(config: &Config, action: SessionsAction) -> ExitCode {
         let sessions =
             sallyport::session::manager::Sessions::new(store, &config.session, Default::default());
         let owner = match (&sub, &sid) {
-            (Some(sub), _) => sallyport::session::manager::Owner::Subject(sub),
-            (None, Some(sid)) => sallyport::session::manager::Owner::ProviderSession(sid),
+            (Some(sub), _) => sallyport::session::revoke::Owner::Subject(sub),
+            (None, Some(sid)) => sallyport::session::revoke::Owner::ProviderSession(sid),
             (None, None) => unreachable!("clap requires --sub or --sid"),
         };
         sessions.revoke(&provider, owner).await

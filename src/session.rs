@@ -5,7 +5,12 @@
 //! dump of the store yields neither a usable cookie nor a token.
 
 pub mod cookie;
+mod ending;
+mod login_cookie;
+mod logout_handle;
 pub mod manager;
+mod opened;
+pub mod revoke;
 pub mod seal;
 
 use std::time::SystemTime;

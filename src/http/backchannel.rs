@@ -9,7 +9,7 @@ use http::{HeaderValue, StatusCode, header};
 use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::oidc::logout_token::{LogoutTokenError, MAX_AGE_SECS};
-use crate::session::manager::Owner;
+use crate::session::revoke::Owner;
 use crate::session::{StoreKey, from_unix};
 
 fn refused(reason: impl std::error::Error + Send + Sync + 'static) -> ApiError {

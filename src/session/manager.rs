@@ -1,5 +1,5 @@
-//! Sessions as the request path uses them: find the cookie, load and open the record, enforce
-//! the idle and absolute timeouts, and write back only when something changed.
+//! Sessions on the request path: from the cookie to a live, opened record, written back to the
+//! store only when it changed (timeouts enforced on the way).
 //!
 //! Opening a record (AES-GCM-SIV, then JSON) is most of a request's own work, so the records
 //! of recently used sessions are kept opened (`Opened`). The store stays the only truth:
@@ -14,12 +14,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::seal::Sealer;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{
-    LoginRecord, SessionId, SessionRecord, SessionStore, StoreError, StoreKey, cookie, from_unix,
-};
+pub use super::opened::OPENED_CAPACITY;
+use super::opened::Opened;
+use super::revoke::Owner;
+use super::{SessionId, SessionRecord, SessionStore, StoreError, StoreKey, cookie, from_unix};
 use crate::clock::Clock;
 use crate::config::{CookieConfig, SessionConfig};
 
@@ -36,26 +35,6 @@ pub enum Lookup {
     Found(Loaded),
 }
 
-/// Whose sessions to find: a user, or one session at the provider.
-#[derive(Debug, Clone, Copy)]
-pub enum Owner<'a> {
-    /// Every session of the user with this `sub`.
-    Subject(&'a str),
-    /// Every session made from the provider session with this `sid`.
-    ProviderSession(&'a str),
-}
-
-impl Owner<'_> {
-    /// The index key: a hash, so a store dump does not list user ids.
-    fn key(self, provider: &str) -> StoreKey {
-        let (kind, value) = match self {
-            Owner::Subject(sub) => ("sub", sub),
-            Owner::ProviderSession(sid) => ("sid", sid),
-        };
-        StoreKey::hash(format!("{kind}\0{provider}\0{value}").as_bytes())
-    }
-}
-
 /// A live session and the key it is stored under.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -66,83 +45,19 @@ pub struct Loaded {
     pub record: Arc<SessionRecord>,
 }
 
-/// How many opened records [`Opened`] keeps: the sessions active at one time on one instance.
-/// Each costs its decoded size (a few KiB, mostly tokens) on top of the store's copy.
-pub const OPENED_CAPACITY: usize = 4096;
-
-/// Opened records of recently used sessions, each with the sealed bytes it was opened from.
-///
-/// A hit needs the store's current bytes to be the same, so a record changed or ended by
-/// another instance is never served from here. The mutex is held for a map lookup only.
-#[derive(Default)]
-struct Opened {
-    map: Mutex<HashMap<StoreKey, (Bytes, Arc<SessionRecord>)>>,
-}
-
-impl Opened {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StoreKey, (Bytes, Arc<SessionRecord>)>> {
-        // A poisoned map is still a consistent map of immutable entries.
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The record opened from exactly `sealed`, if it is cached.
-    fn get(&self, key: &StoreKey, sealed: &Bytes) -> Option<Arc<SessionRecord>> {
-        let map = self.lock();
-        let (bytes, record) = map.get(key)?;
-        // The memory store hands out its own `Bytes`: equal pointers settle it without a scan.
-        let same =
-            (bytes.as_ptr() == sealed.as_ptr() && bytes.len() == sealed.len()) || bytes == sealed;
-        same.then(|| Arc::clone(record))
-    }
-
-    fn put(&self, key: StoreKey, sealed: Bytes, record: Arc<SessionRecord>) {
-        let evicted = {
-            let mut map = self.lock();
-            let mut evicted = Vec::new();
-            if map.len() >= OPENED_CAPACITY && !map.contains_key(&key) {
-                // Drop an eighth, in the map's arbitrary order: cheap, and a dropped session
-                // is only opened again on its next request.
-                let drop: Vec<StoreKey> = map.keys().take(OPENED_CAPACITY / 8).copied().collect();
-                evicted.extend(drop.iter().filter_map(|k| map.remove(k)));
-            }
-            map.insert(key, (sealed, record));
-            evicted
-        };
-        // Records zeroize their tokens on drop: do that outside the lock.
-        drop(evicted);
-    }
-
-    fn remove(&self, key: &StoreKey) {
-        // Bound first, so the record (zeroizing its tokens) drops after the lock is released.
-        let removed = self.lock().remove(key);
-        drop(removed);
-    }
-
-    /// Drops the records `ended` says are over; returns how many.
-    fn forget(&self, ended: impl Fn(&SessionRecord) -> bool) -> usize {
-        let dropped: Vec<_> = self
-            .lock()
-            .extract_if(|_, (_, record)| ended(record))
-            .collect();
-        dropped.len()
-    }
-}
-
-/// Loads, creates, saves and ends sessions and pending logins.
+/// Loads, creates, saves and deletes sessions.
 pub struct Sessions {
-    store: Arc<dyn SessionStore>,
+    pub(super) store: Arc<dyn SessionStore>,
     /// Open streams waiting for their session to end, by session: a delete here wakes them.
-    ending: Mutex<HashMap<StoreKey, tokio::sync::watch::Sender<()>>>,
-    stream_recheck: Duration,
-    opened: Opened,
-    sealer: Sealer,
-    clock: Clock,
-    idle: Duration,
-    absolute: Duration,
-    touch_every: u64,
-    cookie: CookieConfig,
+    pub(super) ending: Mutex<HashMap<StoreKey, tokio::sync::watch::Sender<()>>>,
+    pub(super) stream_recheck: Duration,
+    pub(super) opened: Opened,
+    pub(super) sealer: Sealer,
+    pub(super) clock: Clock,
+    pub(super) idle: Duration,
+    pub(super) absolute: Duration,
+    pub(super) touch_every: u64,
+    pub(super) cookie: CookieConfig,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -309,7 +224,7 @@ impl Sessions {
         )
     }
 
-    fn seal(&self, key: &StoreKey, record: &SessionRecord) -> Bytes {
+    pub(super) fn seal(&self, key: &StoreKey, record: &SessionRecord) -> Bytes {
         let plain = zeroize::Zeroizing::new(
             serde_json::to_vec(record).expect("a session record always serialises"),
         );
@@ -378,64 +293,6 @@ impl Sessions {
         result
     }
 
-    fn ending_streams(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<StoreKey, tokio::sync::watch::Sender<()>>> {
-        self.ending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Completes when the session under `key` has ended, for an open stream to close then:
-    /// at once when it is deleted through this instance (logout, back-channel logout,
-    /// revocation, a refused refresh), within `session.stream_recheck` when another instance
-    /// ended it or it timed out (the store is asked again), and at its absolute end
-    /// (`expires_at`, unix seconds) at the latest.
-    pub async fn ended(&self, key: StoreKey, expires_at: u64) {
-        let mut deleted = self
-            .ending_streams()
-            .entry(key)
-            .or_insert_with(|| tokio::sync::watch::channel(()).0)
-            .subscribe();
-        loop {
-            let left = expires_at.saturating_sub(self.clock.unix());
-            if left == 0 {
-                return;
-            }
-            let wait = self.stream_recheck.min(Duration::from_secs(left));
-            tokio::select! {
-                _ = deleted.changed() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-            match self.load(&key).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return,
-                // The store is down: the stream stays until it answers, as requests fail closed.
-                Err(e) => {
-                    tracing::warn!(session = ?key, error = %e, "could not check an open stream's session")
-                }
-            }
-        }
-    }
-
-    /// Ends every session of `owner` at `provider`, on every instance sharing the store;
-    /// returns how many were live.
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub async fn revoke(&self, provider: &str, owner: Owner<'_>) -> Result<usize, StoreError> {
-        let owner = owner.key(provider);
-        let mut ended = 0;
-        for key in self.store.indexed(&owner).await? {
-            if self.store.load(&key).await?.is_some() {
-                self.delete(&key).await?;
-                ended += 1;
-            }
-        }
-        self.store.forget(&owner).await?;
-        Ok(ended)
-    }
-
     /// A new record's timestamps: created and last seen now, ending after the absolute timeout.
     pub fn timestamps(&self) -> (u64, u64) {
         let now = self.clock.unix();
@@ -446,67 +303,6 @@ impl Sessions {
     pub fn cookie_max_age(&self) -> Duration {
         self.absolute
     }
-
-    /// Seals a pending login for the login cookie `cookie_name` (base64url).
-    pub fn seal_login(&self, cookie_name: &str, record: &LoginRecord) -> String {
-        let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(record).expect("a login record always serialises"),
-        );
-        let context = StoreKey::hash(cookie_name.as_bytes());
-        URL_SAFE_NO_PAD.encode(self.sealer.seal(context.as_bytes(), &plain))
-    }
-
-    /// Opens the login cookie `cookie_name`; `None` when it was not sealed by us for that
-    /// name (forged, moved to another name, or sealed with a key no longer configured).
-    pub fn open_login(&self, cookie_name: &str, value: &str) -> Option<LoginRecord> {
-        let sealed = URL_SAFE_NO_PAD.decode(value).ok()?;
-        let context = StoreKey::hash(cookie_name.as_bytes());
-        let plain = zeroize::Zeroizing::new(self.sealer.open(context.as_bytes(), &sealed)?);
-        serde_json::from_slice(&plain).ok()
-    }
-
-    /// Stores the end-session URL of a logout for [`Sessions::take_logout`], under the hash of
-    /// `handle` (in the continuation URL) and `binder` (in the browser's logout cookie).
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub async fn put_logout(
-        &self,
-        handle: &str,
-        binder: &str,
-        end_session_url: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let key = logout_key(handle, binder);
-        let sealed = self.sealer.seal(key.as_bytes(), end_session_url.as_bytes());
-        self.store
-            .put_login(&key, sealed, self.clock.now() + ttl)
-            .await
-    }
-
-    /// Takes (once) the end-session URL stored by [`Sessions::put_logout`].
-    ///
-    /// # Errors
-    /// When the store fails.
-    pub async fn take_logout(
-        &self,
-        handle: &str,
-        binder: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let key = logout_key(handle, binder);
-        let Some(sealed) = self.store.take_login(&key).await? else {
-            return Ok(None);
-        };
-        Ok(self
-            .sealer
-            .open(key.as_bytes(), &sealed)
-            .and_then(|plain| String::from_utf8(plain).ok()))
-    }
-}
-
-/// Where a logout continuation is stored: both halves are needed to find it.
-fn logout_key(handle: &str, binder: &str) -> StoreKey {
-    StoreKey::hash(format!("logout\0{handle}\0{binder}").as_bytes())
 }
 
 #[cfg(test)]
