@@ -544,154 +544,21 @@ impl SessionStore for RedisStore {
     }
 }
 
+/// The Redis launchers shared with the integration harness.
+#[cfg(test)]
+#[path = "../../tests/support/redis.rs"]
+mod test_redis;
+
 #[cfg(test)]
 mod tests {
-    use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use super::test_redis::{Cluster, RedisServer, Sentinels, query};
     use super::*;
 
-    /// A real `redis-server` on 127.0.0.1, killed by PID when dropped.
-    struct Server {
-        child: Child,
-        url: String,
-        /// Its own working folder: a replica writes `dump.rdb` there on a full sync, and every
-        /// redis-server loads `dump.rdb` from its folder at start.
-        _dir: tempfile::TempDir,
-    }
-
-    impl Server {
-        async fn start() -> Server {
-            Self::start_with(&[]).await
-        }
-
-        /// Starts `redis-server` on a free port. Another test may grab the same port between
-        /// choosing and binding it, so a server only counts once the one answering there is
-        /// this child (its `process_id`); otherwise it tries another port.
-        async fn start_with(extra: &[&str]) -> Server {
-            for _ in 0..5 {
-                let dir = tempfile::tempdir().unwrap();
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                let child = Command::new("redis-server")
-                    .args([
-                        "--port",
-                        &port.to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ])
-                    .args(extra)
-                    .arg("--dir")
-                    .arg(dir.path())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("redis-server (apt-get install redis-server)");
-                let server = Server {
-                    child,
-                    url: format!("redis://127.0.0.1:{port}"),
-                    _dir: dir,
-                };
-                for _ in 0..100 {
-                    let info: Option<String> =
-                        query(&server.url, redis::cmd("INFO").arg("server")).await;
-                    if let Some(info) = info {
-                        let pid = format!("process_id:{}", server.child.id());
-                        if info.lines().any(|l| l.trim() == pid) {
-                            return server;
-                        }
-                        break; // another test's server holds this port
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                // `server` is dropped here, which kills and reaps the process.
-            }
-            panic!("redis-server did not start");
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// A three-node Redis Cluster on 127.0.0.1 (no replicas).
-    struct Cluster {
-        nodes: Vec<Server>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Cluster {
-        async fn start() -> Cluster {
-            let dir = tempfile::tempdir().unwrap();
-            let mut nodes = Vec::new();
-            for i in 0..3 {
-                let conf = dir.path().join(format!("nodes-{i}.conf"));
-                nodes.push(
-                    Server::start_with(&[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        conf.to_str().unwrap(),
-                        "--dir",
-                        dir.path().to_str().unwrap(),
-                    ])
-                    .await,
-                );
-            }
-            let addrs: Vec<String> = nodes
-                .iter()
-                .map(|n| n.url.trim_start_matches("redis://").to_owned())
-                .collect();
-            let status = Command::new("redis-cli")
-                .args(["--cluster", "create"])
-                .args(&addrs)
-                .args(["--cluster-replicas", "0", "--cluster-yes"])
-                .stdout(Stdio::null())
-                .status()
-                .expect("redis-cli (apt-get install redis-tools)");
-            assert!(status.success(), "redis-cli --cluster create failed");
-            let cluster = Cluster { nodes, _dir: dir };
-            for _ in 0..100 {
-                if cluster.is_ok().await {
-                    return cluster;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("the cluster never reached cluster_state:ok");
-        }
-
-        async fn is_ok(&self) -> bool {
-            for node in &self.nodes {
-                let Ok(client) = redis::Client::open(node.url.as_str()) else {
-                    return false;
-                };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return false;
-                };
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                if !info.contains("cluster_state:ok") {
-                    return false;
-                }
-            }
-            true
-        }
-
-        fn urls(&self) -> Vec<&str> {
-            self.nodes.iter().map(|n| n.url.as_str()).collect()
-        }
+    /// A server without persistence.
+    async fn server() -> RedisServer {
+        RedisServer::start_with(&["--appendonly", "no"]).await
     }
 
     #[tokio::test]
@@ -730,92 +597,6 @@ mod tests {
                     .is_some(),
                 "released on every node"
             );
-        }
-    }
-
-    /// A master, its replica and one Sentinel watching them (quorum 1, quick failover).
-    struct Sentinels {
-        master: Option<Server>,
-        replica: Server,
-        sentinel: Child,
-        url: String,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Sentinels {
-        fn drop(&mut self) {
-            let _ = self.sentinel.kill();
-            let _ = self.sentinel.wait();
-        }
-    }
-
-    fn port_of(url: &str) -> String {
-        url.rsplit(':').next().unwrap().to_owned()
-    }
-
-    async fn query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> Option<T> {
-        let client = redis::Client::open(url).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        cmd.query_async(&mut conn).await.ok()
-    }
-
-    impl Sentinels {
-        async fn start() -> Sentinels {
-            let master = Server::start().await;
-            let replica =
-                Server::start_with(&["--replicaof", "127.0.0.1", &port_of(&master.url)]).await;
-            let dir = tempfile::tempdir().unwrap();
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let conf = dir.path().join("sentinel.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor main 127.0.0.1 {} 1\n\
-                     sentinel down-after-milliseconds main 500\nsentinel failover-timeout main 3000\n",
-                    dir.path().display(),
-                    port_of(&master.url)
-                ),
-            )
-            .unwrap();
-            let sentinel = Command::new("redis-server")
-                .arg(&conf)
-                .arg("--sentinel")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            let sentinels = Sentinels {
-                master: Some(master),
-                replica,
-                sentinel,
-                url: format!("redis://127.0.0.1:{port}"),
-                _dir: dir,
-            };
-            // Ready once the Sentinel knows the master and its replica…
-            for _ in 0..200 {
-                let replicas: Option<Vec<redis::Value>> = query(
-                    &sentinels.url,
-                    redis::cmd("SENTINEL").arg("REPLICAS").arg("main"),
-                )
-                .await;
-                // …and the replica's link to the master is up (its first sync has finished),
-                // so the failover test's write replicates without racing the initial sync.
-                let info: Option<String> = query(
-                    &sentinels.replica.url,
-                    redis::cmd("INFO").arg("replication"),
-                )
-                .await;
-                if replicas.is_some_and(|r| !r.is_empty())
-                    && info.is_some_and(|i| i.contains("master_link_status:up"))
-                {
-                    return sentinels;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("the Sentinel never saw the replica");
         }
     }
 
@@ -905,7 +686,7 @@ mod tests {
 
     #[tokio::test]
     async fn passes_the_conformance_suite() {
-        let server = Server::start().await;
+        let server = server().await;
         let n = AtomicUsize::new(0);
         crate::store::conformance::run(|max| {
             let prefix = format!("t{}:", n.fetch_add(1, Ordering::Relaxed));
@@ -917,7 +698,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_expire_with_their_session_and_follow_the_documented_layout() {
-        let server = Server::start().await;
+        let server = server().await;
         let store = RedisStore::new(&server.url, "app:", 10, Duration::from_secs(1)).unwrap();
         let key = StoreKey::hash(b"k");
         let expires = SystemTime::now() + Duration::from_secs(90);
@@ -963,7 +744,7 @@ mod tests {
 
     #[tokio::test]
     async fn locks_are_exclusive_token_checked_and_expire() {
-        let server = Server::start().await;
+        let server = server().await;
         let a = RedisStore::new(&server.url, "p:", 10, Duration::from_secs(1)).unwrap();
         let b = RedisStore::new(&server.url, "p:", 10, Duration::from_secs(1)).unwrap();
         let key = StoreKey::hash(b"session");
