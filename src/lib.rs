@@ -145,17 +145,20 @@ impl Gateway {
     /// until it succeeds: Sallyport serves (and reports not-ready) while a provider is down.
     pub fn start_discovery(&self) {
         for index in 0..self.state.providers.len() {
-            let state = self.state.clone();
+            // Weak: a gateway that has stopped stops retrying too.
+            let state = Arc::downgrade(&self.state.0);
             tokio::spawn(async move {
-                let provider = &state.providers[index];
                 let mut delay = Duration::from_millis(250);
                 loop {
+                    let Some(state) = state.upgrade() else { return };
+                    let provider = &state.providers[index];
                     match provider.warm_up().await {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::warn!(provider = %provider.config().name, error = %e, retry_in = ?delay, "provider not reachable yet");
                         }
                     }
+                    drop(state);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
@@ -237,16 +240,21 @@ pub async fn serve(
         max_connections: server.max_connections,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = gateway.state.clone();
+    // Weak, so that nothing of a stopped gateway outlives `serve` (an embedded file store
+    // must be free to reopen at once).
+    let state = Arc::downgrade(&gateway.state.0);
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
         // WebSockets get the same grace as requests: a Close frame (1001) at once, at the
         // next frame boundary, and until the grace period ends to finish (below).
-        state.proxy.relays().shut_down();
+        if let Some(state) = state.upgrade() {
+            state.proxy.relays().shut_down();
+        }
+        let _ = stop_tx.send(true);
     });
-    let side = |name: &'static str, tcp: TcpListener, router: axum::Router| {
-        tokio::spawn(listener::run(
+    let mut sides = Vec::new();
+    let mut side = |name: &'static str, tcp: TcpListener, router: axum::Router| {
+        sides.push(tokio::spawn(listener::run(
             name,
             tcp,
             limits,
@@ -263,7 +271,7 @@ pub async fn serve(
             },
             stop_rx.clone(),
             grace,
-        ))
+        )));
     };
     if let Some(admin) = listeners.admin {
         side("admin", admin, http::admin_router(gateway.state.clone()));
@@ -289,10 +297,13 @@ pub async fn serve(
         grace,
     )
     .await;
+    for side in sides {
+        let _ = side.await;
+    }
     if !gateway.state.proxy.relays().drained(grace).await {
         tracing::warn!(
             ?grace,
-            "grace period over; dropping the remaining WebSocket relays"
+            "grace period over; WebSocket relays still finishing their last frame"
         );
     }
     Ok(())

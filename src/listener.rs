@@ -115,6 +115,8 @@ pub async fn run<F, S, Fut>(
     let http1 = Arc::new(builder.clone().http1_only());
     let http2 = Arc::new(builder.http2_only());
     let graceful = GracefulShutdown::new();
+    // Turns true when the grace period is over: connections still open are closed then.
+    let (close_tx, close_rx) = watch::channel(false);
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let permit = tokio::select! {
@@ -146,26 +148,48 @@ pub async fn run<F, S, Fut>(
         let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
         let watcher = graceful.watcher();
         let timeout = limits.header_read_timeout;
+        let (mut stopping, mut closing) = (stop.clone(), close_rx.clone());
         tokio::spawn(async move {
-            let builder = match sniff(&tcp, timeout).await {
+            // A connection that has not sent its first bytes when shutdown begins is closed
+            // like an idle keep-alive one: hyper cannot, as it does not hold it yet.
+            let protocol = tokio::select! {
+                protocol = sniff(&tcp, timeout) => protocol,
+                () = stopped(&mut stopping) => None,
+            };
+            let builder = match protocol {
                 Some(Protocol::Http1) => http1,
                 Some(Protocol::Http2) => http2,
-                None => return,
+                None => {
+                    // The service (and the gateway it holds) goes before the watcher that
+                    // shutdown waits for.
+                    drop(service);
+                    drop(watcher);
+                    return;
+                }
             };
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                served = watcher.watch(conn) => if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = stopped(&mut closing) => {}
             }
             drop(permit);
         });
     }
     drop(listener);
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = &mut drained => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!(listener = name, ?grace, "grace period over; closing the remaining connections");
+            // Each connection drops its socket (and whatever it holds of the gateway) now,
+            // not at its next timeout; returning waits until they have.
+            let _ = close_tx.send(true);
+            drained.await;
         }
     }
 }

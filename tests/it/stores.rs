@@ -71,3 +71,46 @@ async fn file_store_sessions_survive_a_restart_and_key_rotation() {
         "a key that is no longer configured opens nothing"
     );
 }
+
+/// A gateway that stops lets go of its store within the grace period, whatever its clients
+/// do: one connected and sent nothing, one sent half a request head. Both would otherwise
+/// hold it until `server.header_read_timeout` (30 s), and a restart on the same file fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_closes_silent_and_stalled_connections_and_releases_the_store() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.db");
+    let session_yaml = format!("  store: file\n  file: {{ path: {} }}", path.display());
+    let stack = Stack::start_with(|_| {}, |g| g.session_yaml = session_yaml.clone()).await;
+    let addr = ("127.0.0.1", stack.opts.port);
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /api/echo/x HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    // Both are being served (sniffed, or reading the head) before the stop.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stack.gateway.stop())
+        .await
+        .expect("serve() returns");
+    // The silent one goes at once; the stalled one at the end of the 2 s grace period.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    for conn in [&mut silent, &mut stalled] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            conn.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(closed.is_ok(), "the connection is closed");
+    }
+    sallyport::Gateway::new(stack.opts.config()).expect("the store file is free again");
+}

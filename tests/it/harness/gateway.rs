@@ -226,11 +226,14 @@ impl Gateway {
         // A file store may still be held for a moment by a gateway that just stopped.
         let config = opts.config();
         let forward_auth = config.server.forward_auth.as_ref().map(|f| f.listen);
+        let last_error = std::sync::Mutex::new(String::new());
         let gateway = super::eventually(std::time::Duration::from_secs(5), || async {
-            sallyport::Gateway::with_clock(opts.config(), clock.clone()).ok()
+            sallyport::Gateway::with_clock(opts.config(), clock.clone())
+                .map_err(|e| *last_error.lock().unwrap() = e.to_string())
+                .ok()
         })
         .await
-        .expect("gateway starts");
+        .unwrap_or_else(|| panic!("gateway starts: {}", last_error.lock().unwrap()));
         let listener = match reserved {
             Some(l) => {
                 l.set_nonblocking(true).unwrap();
