@@ -243,8 +243,12 @@ pub async fn serve(
     // Weak, so that nothing of a stopped gateway outlives `serve` (an embedded file store
     // must be free to reopen at once).
     let state = Arc::downgrade(&gateway.state.0);
+    // When shutdown began: WebSockets get what is left of the grace once the listeners are done.
+    let began = Arc::new(std::sync::OnceLock::new());
+    let began_at = Arc::clone(&began);
     tokio::spawn(async move {
         shutdown.await;
+        began_at.get_or_init(tokio::time::Instant::now);
         // WebSockets get the same grace as requests: a Close frame (1001) at once, at the
         // next frame boundary, and until the grace period ends to finish (below).
         if let Some(state) = state.upgrade() {
@@ -300,7 +304,10 @@ pub async fn serve(
     for side in sides {
         let _ = side.await;
     }
-    if !gateway.state.proxy.relays().drained(grace).await {
+    let left = began
+        .get()
+        .map_or(grace, |at| grace.saturating_sub(at.elapsed()));
+    if !gateway.state.proxy.relays().drained(left).await {
         tracing::warn!(
             ?grace,
             "grace period over; WebSocket relays still finishing their last frame"

@@ -223,7 +223,8 @@ impl Gateway {
         reserved: Option<std::net::TcpListener>,
     ) -> Gateway {
         let clock = Clock::default();
-        // A file store may still be held for a moment by a gateway that just stopped.
+        // A file store may still be held by a gateway that just stopped while a WebSocket
+        // relay finishes its last frame after the grace period.
         let config = opts.config();
         let forward_auth = config.server.forward_auth.as_ref().map(|f| f.listen);
         let last_error = std::sync::Mutex::new(String::new());
