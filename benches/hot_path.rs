@@ -13,7 +13,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
 use sallyport::clock::Clock;
 use sallyport::config::Config;
-use sallyport::proxy::headers::{Injected, to_upstream};
+use sallyport::proxy::headers::{Claims, IdentityHeaders, Injected, to_upstream};
 use sallyport::proxy::routes::RouteTable;
 use sallyport::session::manager::{Lookup, Sessions};
 use sallyport::session::seal::Sealer;
@@ -63,6 +63,8 @@ fn record() -> SessionRecord {
         access_token: sallyport::secret::AccessToken::new(jwt(800)),
         access_expires_at: Some(4_000_000_000),
         refresh_token: Some(sallyport::secret::RefreshToken::new("r".repeat(43))),
+        id_expires_at: None,
+        service_tokens: Default::default(),
         created_at: 1_800_000_000,
         last_seen: 4_000_000_000,
         expires_at: 4_000_000_000,
@@ -163,6 +165,8 @@ fn benches(c: &mut Criterion) {
     let upstream_host = HeaderValue::from_static("orders.internal:7000");
     let correlation_id = HeaderValue::from_static("0193f1d27c4e7a519b8e1c2d3e4f5a6b");
     let token = "t".repeat(900);
+    let identity_headers = sallyport::config::default_identity_headers();
+    let claims = serde_json::json!({"email": "jane@example.com", "email_verified": true});
     c.bench_function("header_rewrite", |b| {
         b.iter_batched(
             || headers.clone(),
@@ -173,8 +177,15 @@ fn benches(c: &mut Criterion) {
                     false,
                     &Injected {
                         bearer: Some(&token),
-                        user: Some("248289761001"),
-                        email: Some("jane@example.com"),
+                        identity: Some(IdentityHeaders {
+                            headers: &identity_headers,
+                            claims: Claims {
+                                sub: "248289761001",
+                                issuer: "https://login.example.com",
+                                claims: claims.as_object(),
+                            },
+                        }),
+                        strip: &[],
                         correlation_id: &correlation_id,
                         client_ip: "203.0.113.7".parse().unwrap(),
                         proto: "https",

@@ -40,6 +40,8 @@ fn record(i: usize) -> SessionRecord {
         access_token: AccessToken::new(jwt(800)),
         access_expires_at: Some(4_000_000_000),
         refresh_token: Some(RefreshToken::new(format!("{}{i:08}", "r".repeat(35)))),
+        id_expires_at: None,
+        service_tokens: Default::default(),
         created_at: 1_800_000_000,
         last_seen: 4_000_000_000,
         expires_at: 4_000_000_000,

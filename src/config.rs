@@ -9,6 +9,7 @@ pub mod env;
 mod raw;
 mod size;
 mod validate;
+pub use validate::default_identity_headers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -244,17 +245,97 @@ pub struct CookieConfig {
 pub struct TokensConfig {
     /// Refresh an access token that expires within this long.
     pub refresh_before: Duration,
+    /// Renew the tokens of active sessions (and client-credentials tokens) before they
+    /// expire, without waiting for a request.
+    pub background_refresh: bool,
+    /// The lifetime assumed for an access token whose provider does not say.
+    pub default_lifetime: Duration,
 }
 
-/// Which token a service receives.
+/// Which kind of token a service receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenMode {
+pub enum TokenKind {
     /// No `Authorization` header.
     None,
     /// The user's access token.
     User,
     /// The user's ID token.
     IdToken,
+    /// Sallyport's own token (RFC 6749 §4.4), shared by all sessions.
+    ClientCredentials,
+    /// The session's token exchanged for one meant for this service (RFC 8693).
+    Exchange,
+}
+
+/// What an exchange presents as its subject token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectToken {
+    /// The session's access token.
+    AccessToken,
+    /// The session's ID token.
+    IdToken,
+}
+
+/// `services.<name>.token`: the kind, and for brokered kinds what to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    /// The kind.
+    pub kind: TokenKind,
+    /// The provider (key under `providers`) whose token endpoint issues it; `None`: the
+    /// session's (exchange) or the first (client credentials).
+    pub provider: Option<String>,
+    /// RFC 8693 `audience`.
+    pub audience: Option<String>,
+    /// RFC 8707 `resource`.
+    pub resource: Option<String>,
+    /// Requested scopes (none: the provider's default).
+    pub scopes: Vec<String>,
+    /// What an exchange presents.
+    pub subject_token: SubjectToken,
+}
+
+impl TokenSpec {
+    /// A shorthand kind without parameters.
+    pub fn of(kind: TokenKind) -> Self {
+        Self {
+            kind,
+            provider: None,
+            audience: None,
+            resource: None,
+            scopes: Vec::new(),
+            subject_token: SubjectToken::AccessToken,
+        }
+    }
+
+    /// Whether the broker obtains this token (client credentials, exchange).
+    pub fn is_brokered(&self) -> bool {
+        matches!(
+            self.kind,
+            TokenKind::ClientCredentials | TokenKind::Exchange
+        )
+    }
+}
+
+/// What an identity header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The user's `sub` at the provider that vouched for them.
+    Sub,
+    /// That provider's issuer identifier: `sub` is unique only together with it.
+    Issuer,
+    /// The user's email, only when the provider says it is verified (`email_verified`).
+    VerifiedEmail,
+    /// Any other claim of the session; arrays are joined with `,`.
+    Named(String),
+}
+
+/// One identity header a service receives.
+#[derive(Debug, Clone)]
+pub struct IdentityHeader {
+    /// The header.
+    pub name: HeaderName,
+    /// Its value's source.
+    pub claim: Claim,
 }
 
 /// `services.<name>`.
@@ -265,7 +346,9 @@ pub struct ServiceConfig {
     /// Base URL of the upstream.
     pub url: Url,
     /// Which token it gets.
-    pub token: TokenMode,
+    pub token: TokenSpec,
+    /// The identity headers it gets.
+    pub headers: Vec<IdentityHeader>,
     /// Time allowed until response headers.
     pub timeout: Duration,
 }

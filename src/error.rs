@@ -81,6 +81,8 @@ error_codes! {
     CsrfFailed = "csrf_failed", FORBIDDEN, "the request failed the CSRF checks";
     /// A cookie-authenticated WebSocket from another origin.
     ForbiddenOrigin = "forbidden_origin", FORBIDDEN, "the WebSocket request does not come from an allowed origin";
+    /// The provider refused to exchange this user's token for the service's (RFC 8693).
+    TokenExchangeDenied = "token_exchange_denied", FORBIDDEN, "the identity provider does not grant you access to this service";
     /// A CORS preflight from an origin not in `cors.allowed_origins`.
     CorsOriginDenied = "cors_origin_denied", FORBIDDEN, "this origin may not call Sallyport";
     /// Nothing here.
@@ -207,6 +209,16 @@ impl From<crate::tokens::TokenFailure> for ApiError {
         match e {
             TokenFailure::SessionEnded => Self::new(ErrorCode::SessionExpired),
             TokenFailure::ProviderUnavailable(cause) => Self::provider_unavailable(cause),
+            e @ TokenFailure::ExchangeDenied { .. } => {
+                Self::new(ErrorCode::TokenExchangeDenied).with_cause(e)
+            }
+            e @ TokenFailure::ClientCredentialsRefused { .. } => {
+                Self::new(ErrorCode::ProviderError)
+                    .with_message(
+                        "the identity provider refused the gateway's token for this service",
+                    )
+                    .with_cause(e)
+            }
             TokenFailure::Store(cause) => Self::store_unavailable(cause),
         }
     }

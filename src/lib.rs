@@ -115,7 +115,7 @@ impl Gateway {
             clock,
         ));
         let shared = Shared {
-            broker: tokens::Broker::new(config.tokens.refresh_before),
+            broker: tokens::Broker::new(&config),
             proxy: proxy::Proxy::new(&config)?,
             assets: config.static_files.as_ref().map(http::assets::Assets::new),
             limiter: http::limits::RateLimiter::new(

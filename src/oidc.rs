@@ -583,6 +583,63 @@ impl Provider {
         token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
     }
 
+    /// Asks for Sallyport's own token for `spec`'s target (RFC 6749 §4.4, client
+    /// credentials; RFC 8707 `resource`, `audience`, `scope`).
+    ///
+    /// # Errors
+    /// Refused by the provider, or the provider unavailable.
+    pub async fn client_credentials(
+        &self,
+        spec: &crate::config::TokenSpec,
+    ) -> Result<TokenResponse, TokenError> {
+        let metadata = self
+            .metadata()
+            .await
+            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
+        let scope = spec.scopes.join(" ");
+        let mut form = vec![("grant_type", "client_credentials")];
+        token::target_params(spec, &scope, &mut form);
+        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+    }
+
+    /// Exchanges a user's token for one meant for `spec`'s target (RFC 8693 §2.1).
+    ///
+    /// # Errors
+    /// Refused by the provider (this user may not have that token), or the provider
+    /// unavailable.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        subject: crate::config::SubjectToken,
+        spec: &crate::config::TokenSpec,
+    ) -> Result<TokenResponse, TokenError> {
+        let metadata = self
+            .metadata()
+            .await
+            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
+        let scope = spec.scopes.join(" ");
+        let subject_type = match subject {
+            crate::config::SubjectToken::AccessToken => {
+                "urn:ietf:params:oauth:token-type:access_token"
+            }
+            crate::config::SubjectToken::IdToken => "urn:ietf:params:oauth:token-type:id_token",
+        };
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject_token),
+            ("subject_token_type", subject_type),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+        ];
+        token::target_params(spec, &scope, &mut form);
+        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+    }
+
     /// Calls userinfo (OIDC Core §5.3) with the access token.
     ///
     /// # Errors

@@ -14,12 +14,12 @@ pub use upgrade::Relays;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{Config, TokenMode};
+use crate::config::{Config, IdentityHeader, TokenKind};
 use crate::error::{ApiError, ErrorCode};
 use headers::Injected;
 use routes::RouteTable;
@@ -33,8 +33,10 @@ pub struct Upstream {
     pub name: String,
     /// `scheme://authority[/base]`, without a trailing slash.
     base: String,
-    /// Which token it gets.
-    pub token: TokenMode,
+    /// Which kind of token it gets.
+    pub token: TokenKind,
+    /// The identity headers it gets.
+    pub headers: Vec<IdentityHeader>,
     timeout: Duration,
     /// `Host` for its requests: its authority, built once (the client would format it anew
     /// for every request that comes without one).
@@ -46,6 +48,10 @@ pub struct Proxy {
     client: Client<Connector, Body>,
     routes: RouteTable,
     upstreams: Vec<Upstream>,
+    /// Every configured identity header name: a client's copies never reach any upstream.
+    strip: Vec<HeaderName>,
+    /// The identity headers of a page under no route (forward-auth).
+    default_headers: Vec<IdentityHeader>,
     our_cookies: [String; 3],
     proto: &'static str,
     public_host: HeaderValue,
@@ -97,16 +103,25 @@ impl Proxy {
             .map(|s| Upstream {
                 name: s.name.clone(),
                 base: s.url.as_str().trim_end_matches('/').to_owned(),
-                token: s.token,
+                token: s.token.kind,
+                headers: s.headers.clone(),
                 timeout: s.timeout,
                 host: authority(&s.url),
             })
             .collect();
+        let mut strip: Vec<HeaderName> = Vec::new();
+        for h in config.services.iter().flat_map(|s| &s.headers) {
+            if !strip.contains(&h.name) && !h.name.as_str().starts_with("x-auth-request-") {
+                strip.push(h.name.clone());
+            }
+        }
         let cookie = &config.session.cookie;
         Ok(Self {
             client,
             routes: RouteTable::new(&config.routes),
             upstreams,
+            strip,
+            default_headers: crate::config::default_identity_headers(),
             our_cookies: [
                 cookie.name.clone(),
                 cookie.login_name.clone(),
@@ -137,6 +152,11 @@ impl Proxy {
         &self.upstreams[index]
     }
 
+    /// The identity headers of a page under no route (forward-auth).
+    pub fn default_headers(&self) -> &[IdentityHeader] {
+        &self.default_headers
+    }
+
     /// The names of Sallyport's own cookies, which never reach an upstream.
     pub fn our_cookies(&self) -> [&str; 3] {
         [
@@ -156,8 +176,8 @@ impl Proxy {
         Injected {
             upstream_host: &self.upstreams[upstream].host,
             bearer: None,
-            user: None,
-            email: None,
+            identity: None,
+            strip: &self.strip,
             correlation_id,
             client_ip,
             proto: self.proto,

@@ -131,6 +131,13 @@ pub struct SessionRecord {
     /// The current refresh token; rotated ones replace it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<RefreshToken>,
+    /// When the ID token expires (unix seconds), while a refresh can renew it; `None` once a
+    /// refresh came back without one (the provider does not renew ID tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_expires_at: Option<u64>,
+    /// Tokens the broker obtained for services (`exchange`), by service name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub service_tokens: std::collections::BTreeMap<String, ServiceToken>,
     /// Login time (unix seconds).
     pub created_at: u64,
     /// Last use (unix seconds), for the idle timeout.
@@ -139,6 +146,21 @@ pub struct SessionRecord {
     pub expires_at: u64,
     /// The CSRF token the SPA echoes in a header on unsafe requests.
     pub csrf_token: String,
+}
+
+/// A token obtained for one service (a token exchange), kept in the sealed session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceToken {
+    /// Which request it answers (a digest of the service's token settings): a token obtained
+    /// for another audience or scope is never sent after the configuration changed.
+    pub spec: String,
+    /// The token.
+    pub access_token: AccessToken,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+    /// Its own refresh token, when the provider issued one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<RefreshToken>,
 }
 
 /// The pre-login record: what the callback needs to finish a login started by this browser.

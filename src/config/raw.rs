@@ -187,6 +187,11 @@ pub(crate) struct RawCookie {
 pub(crate) struct RawTokens {
     /// Default `60s`.
     pub(crate) refresh_before: Option<String>,
+    /// Renew tokens of active sessions before they expire, without a request (default `true`).
+    pub(crate) background_refresh: Option<bool>,
+    /// When a provider gives an access token no lifetime (no `expires_in`, not a JWT with
+    /// `exp`), treat it as expiring after this long (default `5m`).
+    pub(crate) default_lifetime: Option<String>,
 }
 
 /// `services.<name>`.
@@ -194,13 +199,61 @@ pub(crate) struct RawTokens {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawService {
     pub(crate) url: Option<String>,
-    /// `none` | `user` (default) | `id_token` | `client_credentials` | `exchange`.
-    pub(crate) token: Option<String>,
+    /// `none` | `user` (default) | `id_token`, or a map for a brokered token.
+    pub(crate) token: Option<RawToken>,
     /// Time allowed until the upstream's response headers (default `30s`).
     pub(crate) timeout: Option<String>,
-    pub(crate) audience: Option<String>,
-    pub(crate) scopes: Option<Vec<String>>,
+    /// Identity headers: header name to claim (default `X-Auth-Request-User/-Email/-Issuer`).
+    pub(crate) headers: Option<IndexMap<String, String>>,
+}
+
+/// `services.<name>.token`: a shorthand kind, or the map of a brokered token.
+#[derive(Debug)]
+pub(crate) enum RawToken {
+    /// `none`, `user` or `id_token`.
+    Kind(String),
+    /// `{kind, provider, audience, resource, scopes, subject_token}`.
+    Spec(RawTokenSpec),
+}
+
+/// `services.<name>.token` as a map.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTokenSpec {
+    /// `client_credentials` | `exchange` (or a shorthand kind).
+    pub(crate) kind: Option<String>,
+    /// The provider whose token endpoint issues it (default: the session's, or the first).
     pub(crate) provider: Option<String>,
+    /// RFC 8693 `audience`.
+    pub(crate) audience: Option<String>,
+    /// RFC 8707 `resource`.
+    pub(crate) resource: Option<String>,
+    /// Requested scopes.
+    pub(crate) scopes: Option<Vec<String>>,
+    /// `access_token` (default) | `id_token`: what an exchange presents.
+    pub(crate) subject_token: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawToken;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "none, user, id_token, or a map with kind: client_credentials or exchange",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawToken, E> {
+                Ok(RawToken::Kind(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawToken, A::Error> {
+                RawTokenSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawToken::Spec)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// One entry of `routes`.

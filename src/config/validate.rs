@@ -22,6 +22,9 @@ use crate::secret::{ClientSecret, SessionKey};
 
 /// `tokens.refresh_before`: how long before expiry an access token is refreshed.
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60);
+/// `tokens.default_lifetime`: the lifetime assumed for an access token whose provider does
+/// not say (no `expires_in`, not a JWT with `exp`).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 /// `csrf.header`.
 const DEFAULT_CSRF_HEADER: &str = "X-CSRF-Token";
 
@@ -300,6 +303,12 @@ impl Validator {
                 raw.tokens.refresh_before.as_ref(),
                 DEFAULT_REFRESH_BEFORE,
             ),
+            background_refresh: raw.tokens.background_refresh.unwrap_or(true),
+            default_lifetime: self.positive_duration(
+                "tokens.default_lifetime",
+                raw.tokens.default_lifetime.as_ref(),
+                DEFAULT_TOKEN_LIFETIME,
+            ),
         };
         if !raw.signing_keys.is_empty() {
             self.err(
@@ -307,7 +316,7 @@ impl Validator {
                 "signing keys (private_key_jwt, published JWKS) are not supported by this version yet; remove the key",
             );
         }
-        let services = self.services(raw.services);
+        let services = self.services(raw.services, providers.as_deref());
         let routes = self.routes(raw.routes, &services);
         if let Some(providers) = &providers
             && providers.iter().all(|p| p.bearer_audiences.is_empty())
@@ -389,6 +398,7 @@ mod providers;
 mod routes;
 mod server;
 mod services;
+pub use services::default_identity_headers;
 mod session;
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,9 @@
 //! 4. **CSRF** for a cookie-authenticated request: unsafe methods need an allowed origin and
 //!    the session's token (the origin alone for pages under no route), WebSocket upgrades an
 //!    allowed origin (`403`);
-//! 5. **token**: the session's access token, refreshed when the route's service gets it and it
-//!    is about to expire.
+//! 5. **token**: the token the route's service receives (`tokens`): the session's own,
+//!    refreshed when about to expire; one exchanged for the service (cached in the session);
+//!    or Sallyport's own client-credentials token.
 //!
 //! The result, a [`Pass`], says what to forward ([`Pass::forwarded`]); callers never look at
 //! the session or the route's mode again.
@@ -26,12 +27,14 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Method, header};
 
 use super::AppState;
-use crate::config::{AuthMode, DEFAULT_MAX_HEADERS, TokenMode};
+use crate::config::{AuthMode, DEFAULT_MAX_HEADERS, TokenKind};
 use crate::error::{ApiError, ErrorCode};
 use crate::proxy::guard::SessionGuard;
+use crate::proxy::headers::{Claims, IdentityHeaders};
 use crate::proxy::routes::Match;
 use crate::session::cookie;
 use crate::session::manager::{Loaded, Lookup};
+use crate::tokens::SharedToken;
 
 /// The parts of a request admission looks at.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +78,8 @@ pub struct Pass<'a> {
     pub client: IpAddr,
     /// Who the request is from.
     pub identity: Identity,
+    /// Sallyport's own token, when the route's service gets one (`client_credentials`).
+    pub shared: Option<Arc<SharedToken>>,
 }
 
 /// Who a request is from.
@@ -90,37 +95,72 @@ pub enum Identity {
         token: String,
         /// Its `sub`, when it has one.
         sub: Option<String>,
+        /// Its issuer.
+        issuer: String,
     },
 }
 
-/// What is forwarded for a passed request: the identity headers and the bearer token.
+/// What is forwarded for a passed request: the bearer token and the identity headers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Forwarded<'a> {
     /// `Authorization: Bearer …`, when the route's service gets a token.
     pub bearer: Option<&'a str>,
-    /// The user's `sub`.
-    pub user: Option<&'a str>,
-    /// The user's email, when the session has one.
-    pub email: Option<&'a str>,
+    /// The identity headers the route's service gets, when the request is someone's.
+    pub identity: Option<IdentityHeaders<'a>>,
 }
 
 impl Pass<'_> {
-    /// What the route's service receives about the caller.
-    pub fn forwarded(&self, app: &AppState) -> Forwarded<'_> {
+    /// What the route's service receives about the caller: exactly its token (never the
+    /// user's own to an `exchange` or `client_credentials` service) and its headers.
+    pub fn forwarded<'s>(&'s self, app: &'s AppState) -> Forwarded<'s> {
+        let service = self.route.as_ref().map(|m| m.route.service);
+        let headers = match service {
+            Some(i) => &app.proxy.upstream(i).headers[..],
+            None => app.proxy.default_headers(),
+        };
+        let kind = service.map_or(TokenKind::None, |i| app.broker.kind(i));
         match &self.identity {
-            Identity::Anonymous => Forwarded::default(),
-            Identity::Bearer { token, sub } => Forwarded {
-                bearer: Some(token),
-                user: sub.as_deref(),
-                email: None,
+            Identity::Anonymous => Forwarded {
+                bearer: self.shared_token(kind),
+                identity: None,
+            },
+            Identity::Bearer { token, sub, issuer } => Forwarded {
+                bearer: match kind {
+                    TokenKind::User | TokenKind::IdToken => Some(token),
+                    _ => self.shared_token(kind),
+                },
+                identity: sub.as_deref().map(|sub| IdentityHeaders {
+                    headers,
+                    claims: Claims {
+                        sub,
+                        issuer,
+                        claims: None,
+                    },
+                }),
             },
             Identity::Session(s) => Forwarded {
-                bearer: self.route.as_ref().and_then(|m| {
-                    crate::tokens::token_for(&s.record, app.proxy.upstream(m.route.service).token)
+                bearer: match kind {
+                    TokenKind::ClientCredentials => self.shared_token(kind),
+                    _ => service.and_then(|i| app.broker.session_token(&s.record, i)),
+                },
+                identity: Some(IdentityHeaders {
+                    headers,
+                    claims: Claims {
+                        sub: &s.record.sub,
+                        issuer: app
+                            .provider(Some(&s.record.provider))
+                            .map_or("", |p| p.config().issuer.as_str()),
+                        claims: Some(&s.record.claims),
+                    },
                 }),
-                user: Some(&s.record.sub),
-                email: s.record.claims.get("email").and_then(|e| e.as_str()),
             },
+        }
+    }
+
+    fn shared_token(&self, kind: TokenKind) -> Option<&str> {
+        match kind {
+            TokenKind::ClientCredentials => self.shared.as_ref().map(|t| t.access_token.expose()),
+            _ => None,
         }
     }
 
@@ -172,16 +212,16 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
             Identity::Bearer {
                 token,
                 sub: claims.sub,
+                issuer: claims.iss,
             }
         }
         (AuthMode::Session | AuthMode::SessionOrBearer | AuthMode::Optional, None) => {
             match app.sessions.lookup(ask.headers).await? {
                 Lookup::Found(s) => {
                     csrf(app, &ask, route.is_some(), &s.record.csrf_token)?;
-                    let service = route.as_ref().map(|m| app.proxy.upstream(m.route.service));
-                    match service.map(|s| s.token) {
-                        Some(TokenMode::User) => Identity::Session(fresh(app, s).await?),
-                        _ => Identity::Session(s),
+                    match &route {
+                        Some(m) => Identity::Session(session_token(app, s, m.route.service).await?),
+                        None => Identity::Session(s),
                     }
                 }
                 Lookup::NoCookie if mode == AuthMode::Optional => Identity::Anonymous,
@@ -191,10 +231,21 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
             }
         }
     };
+    // Sallyport's own token is asked for only once the caller passed: a refused request
+    // never makes the gateway call its provider.
+    let shared = match &route {
+        Some(m) if app.broker.kind(m.route.service) == TokenKind::ClientCredentials => Some(
+            app.broker
+                .client_credentials(&app.sessions, &app.providers, m.route.service)
+                .await?,
+        ),
+        _ => None,
+    };
     Ok(Admission::Pass(Pass {
         route,
         client,
         identity,
+        shared,
     }))
 }
 
@@ -281,21 +332,37 @@ async fn validate_bearer(
         })
 }
 
-/// The session with an access token that is not about to expire (refreshed if needed).
-async fn fresh(app: &AppState, session: Loaded) -> Result<Loaded, ApiError> {
-    let provider = app
-        .provider(Some(&session.record.provider))
-        .ok_or_else(|| expired(app))?;
-    app.broker
-        .ensure_fresh(&app.sessions, provider, session)
-        .await
-        .map_err(|e| {
-            let e = ApiError::from(e);
-            match e.code() {
-                ErrorCode::SessionExpired => e.with_header(header::SET_COOKIE, clear_cookie(app)),
-                _ => e,
-            }
-        })
+/// The session, holding the token `service` receives from it, not about to expire: its
+/// own tokens refreshed (`user`, `id_token`), or one exchanged for the service (`exchange`).
+async fn session_token(
+    app: &AppState,
+    session: Loaded,
+    service: usize,
+) -> Result<Loaded, ApiError> {
+    let kind = app.broker.kind(service);
+    let result = match kind {
+        TokenKind::User | TokenKind::IdToken => {
+            let Some(provider) = app.provider(Some(&session.record.provider)) else {
+                return Err(expired(app));
+            };
+            app.broker
+                .ensure_fresh(&app.sessions, provider, session, kind == TokenKind::IdToken)
+                .await
+        }
+        TokenKind::Exchange => {
+            app.broker
+                .exchanged(&app.sessions, &app.providers, session, service)
+                .await
+        }
+        TokenKind::None | TokenKind::ClientCredentials => return Ok(session),
+    };
+    result.map_err(|e| {
+        let e = ApiError::from(e);
+        match e.code() {
+            ErrorCode::SessionExpired => e.with_header(header::SET_COOKIE, clear_cookie(app)),
+            _ => e,
+        }
+    })
 }
 
 /// `401 session_expired`, clearing the dead cookie.

@@ -319,9 +319,24 @@ pub async fn callback(
             })
         })?;
 
+    // The profile, and the claims services receive as identity headers.
+    let kept: Vec<&str> = PROFILE_CLAIMS
+        .iter()
+        .copied()
+        .chain(
+            app.config
+                .services
+                .iter()
+                .flat_map(|s| &s.headers)
+                .filter_map(|h| match &h.claim {
+                    crate::config::Claim::Named(name) => Some(name.as_str()),
+                    _ => None,
+                }),
+        )
+        .collect();
     let mut profile = serde_json::Map::new();
     profile.insert("sub".into(), claims.sub.clone().into());
-    for name in PROFILE_CLAIMS {
+    for &name in &kept {
         if let Some(v) = claims.other.get(name) {
             profile.insert(name.into(), v.clone());
         }
@@ -333,7 +348,7 @@ pub async fn callback(
                 return Err(with_cleared(ApiError::new(ErrorCode::UserinfoMismatch)));
             }
             Ok(info) => {
-                for name in PROFILE_CLAIMS {
+                for &name in &kept {
                     if let Some(v) = info.get(name) {
                         profile.insert(name.into(), v.clone());
                     }
@@ -350,16 +365,19 @@ pub async fn callback(
         app.sessions.delete(&old.store_key()).await?;
     }
     let (created_at, expires_at) = app.sessions.timestamps();
+    let access_expires_at = tokens.access_expires_at(now, app.config.tokens.default_lifetime);
     let record = SessionRecord {
         v: 1,
         provider: cfg.name.clone(),
-        sub: claims.sub,
+        sub: claims.sub.clone(),
         sid: claims.sid,
         claims: profile,
         id_token,
         access_token: tokens.access_token,
-        access_expires_at: tokens.expires_in.map(|s| now + s),
+        access_expires_at: Some(access_expires_at),
         refresh_token: tokens.refresh_token,
+        id_expires_at: u64::try_from(claims.exp).ok(),
+        service_tokens: Default::default(),
         created_at,
         last_seen: created_at,
         expires_at,

@@ -31,7 +31,6 @@ use super::AppState;
 use super::admit::{Admission, Ask, Surface, admit};
 use crate::config::Edge;
 use crate::error::{ApiError, ErrorCode};
-use crate::proxy::headers::{X_AUTH_EMAIL, X_AUTH_USER};
 
 /// The original request as the edge describes it.
 struct Original<'a> {
@@ -82,14 +81,12 @@ pub async fn verify(
     let forwarded = pass.forwarded(&app);
     let mut resp = answer();
     let h = resp.headers_mut();
-    // Claims with control characters never become headers (from_str refuses them).
-    for (name, value) in [
-        (&X_AUTH_USER, forwarded.user),
-        (&X_AUTH_EMAIL, forwarded.email),
-    ] {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-            h.insert(name.clone(), v);
-        }
+    // Exactly the headers the proxy would send the route's service (claims with control
+    // characters never become headers).
+    if let Some(identity) = &forwarded.identity {
+        identity.each(|name, value| {
+            h.insert(name.clone(), value);
+        });
     }
     if let Some(token) = forwarded.bearer
         && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {token}"))

@@ -39,6 +39,50 @@ pub struct TokenResponse {
     pub scope: Option<String>,
 }
 
+impl TokenResponse {
+    /// When the access token expires (unix seconds): `expires_in` when given, else the `exp`
+    /// of an access token that is a JWT, else `default` from `now`. A token without a known
+    /// end is still renewed, rather than sent until the upstream refuses it.
+    pub fn access_expires_at(&self, now: u64, default: std::time::Duration) -> u64 {
+        self.expires_in
+            .map(|s| now.saturating_add(s))
+            .or_else(|| jwt_exp(self.access_token.expose()))
+            .unwrap_or(now + default.as_secs())
+    }
+}
+
+/// The `exp` of a JWT, read without verifying it: only to schedule a renewal of a token that
+/// came straight from the provider's token endpoint, never to trust a client's token.
+pub fn jwt_exp(token: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: Option<u64>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Exp>(&bytes).ok()?.exp
+}
+
+/// The form parameters that ask for a token for `spec`'s target: `scope` (space-separated),
+/// RFC 8707 `resource` and RFC 8693 `audience`.
+pub(crate) fn target_params<'a>(
+    spec: &'a crate::config::TokenSpec,
+    scope: &'a str,
+    form: &mut Vec<(&'static str, &'a str)>,
+) {
+    if !scope.is_empty() {
+        form.push(("scope", scope));
+    }
+    if let Some(resource) = &spec.resource {
+        form.push(("resource", resource));
+    }
+    if let Some(audience) = &spec.audience {
+        form.push(("audience", audience));
+    }
+}
+
 fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -77,7 +121,7 @@ pub(crate) async fn request(
     http: &reqwest::Client,
     endpoint: &url::Url,
     provider: &ProviderConfig,
-    mut form: Vec<(&str, &str)>,
+    mut form: Vec<(&'static str, &str)>,
 ) -> Result<TokenResponse, TokenError> {
     let mut req = http
         .post(endpoint.as_str())

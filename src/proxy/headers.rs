@@ -8,11 +8,10 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
 
-/// `X-Auth-Request-User`: the user's `sub`.
-pub static X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
-/// `X-Auth-Request-Email`.
-pub static X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+use crate::config::{Claim, IdentityHeader};
+
 /// `X-Correlation-ID`.
 pub static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -32,15 +31,96 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The claims identity headers are filled from.
+#[derive(Debug, Clone, Copy)]
+pub struct Claims<'a> {
+    /// The user's (or machine client's) `sub`.
+    pub sub: &'a str,
+    /// The issuer that vouched for it.
+    pub issuer: &'a str,
+    /// The session's other claims (none for a machine client's bearer).
+    pub claims: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// The identity headers one service receives, with the claims that fill them.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityHeaders<'a> {
+    /// Which headers, from which claims (`services.<name>.headers`).
+    pub headers: &'a [IdentityHeader],
+    /// Whose.
+    pub claims: Claims<'a>,
+}
+
+impl IdentityHeaders<'_> {
+    /// Calls `f` with each header that has a value. A claim that is absent, an object, or holds
+    /// control characters (a CR/LF would split the header) gives none; arrays are joined with
+    /// `,` (elements that hold a `,` themselves are left out, so the list stays unambiguous).
+    pub fn each(&self, mut f: impl FnMut(&HeaderName, HeaderValue)) {
+        for h in self.headers {
+            if let Some(v) = claim_value(&h.claim, &self.claims) {
+                f(&h.name, v);
+            }
+        }
+    }
+}
+
+fn claim_value(claim: &Claim, c: &Claims<'_>) -> Option<HeaderValue> {
+    match claim {
+        Claim::Sub => header_text(c.sub),
+        Claim::Issuer => header_text(c.issuer),
+        Claim::VerifiedEmail => {
+            let claims = c.claims?;
+            let verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+                || claims.get("email_verified").and_then(Value::as_str) == Some("true");
+            verified
+                .then(|| claims.get("email")?.as_str())
+                .flatten()
+                .and_then(header_text)
+        }
+        Claim::Named(name) => match c.claims?.get(name)? {
+            Value::String(s) => header_text(s),
+            Value::Number(n) => header_text(&n.to_string()),
+            Value::Bool(b) => header_text(if *b { "true" } else { "false" }),
+            Value::Array(items) => {
+                let mut joined = String::new();
+                for item in items {
+                    let text = match item {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        _ => continue,
+                    };
+                    if text.is_empty() || text.contains(',') {
+                        continue;
+                    }
+                    if !joined.is_empty() {
+                        joined.push(',');
+                    }
+                    joined.push_str(&text);
+                }
+                header_text(&joined)
+            }
+            Value::Object(_) | Value::Null => None,
+        },
+    }
+}
+
+/// A claim as a header value; `None` when empty or when it holds a control character.
+fn header_text(text: &str) -> Option<HeaderValue> {
+    if text.is_empty() || text.chars().any(char::is_control) {
+        return None;
+    }
+    HeaderValue::from_str(text).ok()
+}
+
 /// What Sallyport adds to a request it forwards.
 #[derive(Debug)]
 pub struct Injected<'a> {
     /// `Authorization: Bearer …` value, when the service gets a token.
     pub bearer: Option<&'a str>,
-    /// The user's `sub`, when there is a session.
-    pub user: Option<&'a str>,
-    /// The user's email, when known.
-    pub email: Option<&'a str>,
+    /// The identity headers, when the request is someone's.
+    pub identity: Option<IdentityHeaders<'a>>,
+    /// Identity header names configured for any service: a client's copies are removed.
+    pub strip: &'a [HeaderName],
     /// This request's correlation id.
     pub correlation_id: &'a HeaderValue,
     /// The browser's address as Sallyport saw it.
@@ -153,6 +233,7 @@ pub fn to_upstream(
             || name == header::AUTHORIZATION
             || name == header::FORWARDED
             || is_spoofable(name.as_str())
+            || add.strip.contains(name)
     });
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -174,13 +255,12 @@ pub fn to_upstream(
             None => tracing::warn!("token is not valid header text; not forwarded"),
         }
     }
-    // Claims come from the provider, but a value with CR/LF or other control characters must
-    // never become a header: `HeaderValue::from_str` refuses it and the header is left out.
-    if let Some(v) = add.user.and_then(|u| HeaderValue::from_str(u).ok()) {
-        headers.insert(X_AUTH_USER.clone(), v);
-    }
-    if let Some(v) = add.email.and_then(|e| HeaderValue::from_str(e).ok()) {
-        headers.insert(X_AUTH_EMAIL.clone(), v);
+    // Claims come from the provider, but a value with CR/LF or other control characters never
+    // becomes a header (see `IdentityHeaders::each`).
+    if let Some(identity) = &add.identity {
+        identity.each(|name, value| {
+            headers.insert(name.clone(), value);
+        });
     }
     headers.insert(X_CORRELATION_ID.clone(), add.correlation_id.clone());
     if let Some(v) = forwarded_for(add.client_ip) {
@@ -240,11 +320,40 @@ mod tests {
     static CID: HeaderValue = HeaderValue::from_static("cid-1");
     static UPSTREAM: HeaderValue = HeaderValue::from_static("orders.internal:7000");
 
+    fn defaults() -> &'static [IdentityHeader] {
+        static DEFAULTS: std::sync::OnceLock<Vec<IdentityHeader>> = std::sync::OnceLock::new();
+        DEFAULTS.get_or_init(crate::config::default_identity_headers)
+    }
+
+    fn alice() -> &'static serde_json::Map<String, Value> {
+        static CLAIMS: std::sync::OnceLock<serde_json::Map<String, Value>> =
+            std::sync::OnceLock::new();
+        CLAIMS.get_or_init(|| {
+            serde_json::json!({
+                "email": "alice@example.com",
+                "email_verified": true,
+                "roles": ["admin", "ops", "has,comma", {"x": 1}],
+                "name": "Alice\r\nX-Admin: yes",
+                "level": 3,
+            })
+            .as_object()
+            .unwrap()
+            .clone()
+        })
+    }
+
     fn injected(host: &HeaderValue) -> Injected<'_> {
         Injected {
             bearer: Some("tok"),
-            user: Some("alice"),
-            email: Some("alice@example.com"),
+            identity: Some(IdentityHeaders {
+                headers: defaults(),
+                claims: Claims {
+                    sub: "alice",
+                    issuer: "https://id.example.com",
+                    claims: Some(alice()),
+                },
+            }),
+            strip: &[],
             correlation_id: &CID,
             client_ip: "127.0.0.1".parse().unwrap(),
             proto: "https",
@@ -291,6 +400,7 @@ mod tests {
         assert_eq!(h["authorization"], "Bearer tok");
         assert_eq!(h["x-auth-request-user"], "alice");
         assert_eq!(h["x-auth-request-email"], "alice@example.com");
+        assert_eq!(h["x-auth-request-issuer"], "https://id.example.com");
         assert!(h.get("x-auth-request-groups").is_none());
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
@@ -339,15 +449,100 @@ mod tests {
     fn claims_with_line_breaks_never_become_headers() {
         let mut h = HeaderMap::new();
         let host = HeaderValue::from_static("app.example.com");
+        let claims = serde_json::json!({"email": "a@b\nc", "email_verified": true});
         let add = Injected {
-            user: Some("alice\r\nx-admin: true"),
-            email: Some("a@b\nc"),
+            identity: Some(IdentityHeaders {
+                headers: defaults(),
+                claims: Claims {
+                    sub: "alice\r\nx-admin: true",
+                    issuer: "https://id.example.com",
+                    claims: claims.as_object(),
+                },
+            }),
             ..injected(&host)
         };
         to_upstream(&mut h, &[], false, &add);
         assert!(h.get("x-auth-request-user").is_none());
         assert!(h.get("x-auth-request-email").is_none());
         assert!(h.get("x-admin").is_none());
+    }
+
+    #[test]
+    fn configured_headers_carry_claims_and_replace_client_copies() {
+        let headers = [
+            ("X-User-Id", "sub"),
+            ("X-User-Roles", "roles"),
+            ("X-User-Name", "name"),
+            ("X-Level", "level"),
+            ("X-Email", "email"),
+            ("X-Tenant", "tenant"),
+        ]
+        .map(|(name, claim)| IdentityHeader {
+            name: HeaderName::from_static(leak_lower(name)),
+            claim: match claim {
+                "sub" => Claim::Sub,
+                "email" => Claim::VerifiedEmail,
+                other => Claim::Named(other.to_owned()),
+            },
+        });
+        let strip: Vec<HeaderName> = headers.iter().map(|h| h.name.clone()).collect();
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", HeaderValue::from_static("forged"));
+        h.insert("x-user-roles", HeaderValue::from_static("root"));
+        let host = HeaderValue::from_static("app.example.com");
+        let add = Injected {
+            identity: Some(IdentityHeaders {
+                headers: &headers,
+                claims: Claims {
+                    sub: "alice",
+                    issuer: "https://id.example.com",
+                    claims: Some(alice()),
+                },
+            }),
+            strip: &strip,
+            ..injected(&host)
+        };
+        to_upstream(&mut h, &[], false, &add);
+        assert_eq!(h["x-user-id"], "alice");
+        assert_eq!(
+            h["x-user-roles"], "admin,ops",
+            "an array, joined; odd elements left out"
+        );
+        assert!(
+            h.get("x-user-name").is_none(),
+            "a claim with CR/LF is dropped"
+        );
+        assert_eq!(h["x-level"], "3");
+        assert_eq!(h["x-email"], "alice@example.com");
+        assert!(
+            h.get("x-tenant").is_none(),
+            "the client's copy is gone, and no claim replaces it"
+        );
+        assert!(
+            h.get("x-auth-request-user").is_none(),
+            "only the configured headers"
+        );
+
+        // An unverified email is not sent.
+        let unverified = serde_json::json!({"email": "bob@example.com"});
+        let mut h = HeaderMap::new();
+        let add = Injected {
+            identity: Some(IdentityHeaders {
+                headers: &headers,
+                claims: Claims {
+                    sub: "bob",
+                    issuer: "https://id.example.com",
+                    claims: unverified.as_object(),
+                },
+            }),
+            ..injected(&host)
+        };
+        to_upstream(&mut h, &[], false, &add);
+        assert!(h.get("x-email").is_none());
+    }
+
+    fn leak_lower(name: &str) -> &'static str {
+        Box::leak(name.to_ascii_lowercase().into_boxed_str())
     }
 
     #[test]

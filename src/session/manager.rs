@@ -201,19 +201,38 @@ impl Sessions {
 
     /// Decrypts and decodes a sealed record; `None` (logged) when it does not open.
     fn open(&self, key: &StoreKey, sealed: &[u8]) -> Option<SessionRecord> {
+        self.open_value(key, sealed)
+    }
+
+    /// Decrypts and decodes a value sealed under `key` with [`Sessions::seal_value`]; `None`
+    /// (logged) when it does not open.
+    pub fn open_value<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &StoreKey,
+        sealed: &[u8],
+    ) -> Option<T> {
         let Some(plain) = self.sealer.open(key.as_bytes(), sealed) else {
-            tracing::warn!(session = ?key, "session record does not open with any configured key");
+            tracing::warn!(key = ?key, "a stored record does not open with any configured key");
             return None;
         };
-        // The plaintext holds the tokens: wipe it once decoded.
+        // The plaintext holds tokens: wipe it once decoded.
         let plain = zeroize::Zeroizing::new(plain);
         match serde_json::from_slice(&plain) {
             Ok(r) => Some(r),
             Err(e) => {
-                tracing::warn!(session = ?key, error = %e, "session record unreadable");
+                tracing::warn!(key = ?key, error = %e, "a stored record is unreadable");
                 None
             }
         }
+    }
+
+    /// Seals `value` (JSON inside the AEAD envelope) for storing under `key`, with the session
+    /// keys: what the store holds beside sessions (shared tokens) is as safe as they are.
+    pub fn seal_value<T: serde::Serialize>(&self, key: &StoreKey, value: &T) -> Bytes {
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(value).expect("stored records always serialise"),
+        );
+        Bytes::from(self.sealer.seal(key.as_bytes(), &plain))
     }
 
     fn store_expiry(&self, record: &SessionRecord) -> std::time::SystemTime {
@@ -225,10 +244,7 @@ impl Sessions {
     }
 
     pub(super) fn seal(&self, key: &StoreKey, record: &SessionRecord) -> Bytes {
-        let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(record).expect("a session record always serialises"),
-        );
-        Bytes::from(self.sealer.seal(key.as_bytes(), &plain))
+        self.seal_value(key, record)
     }
 
     /// Stores a new session under a fresh id (never one the browser brought).
@@ -278,6 +294,41 @@ impl Sessions {
             self.opened.remove(key);
         }
         Ok(saved)
+    }
+
+    /// Applies `change` to the record as the store holds it now, by compare-and-set: when
+    /// another writer (a refresh, an exchange for another service, a touch) got there first,
+    /// `change` is applied again to what it wrote, so no writer's work is lost. `None` when
+    /// the session ended.
+    ///
+    /// # Errors
+    /// When the store fails, or keeps changing under this writer (16 attempts).
+    pub async fn modify(
+        &self,
+        key: &StoreKey,
+        mut change: impl FnMut(&mut SessionRecord),
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        for _ in 0..16 {
+            let Some((sealed, current)) = self.load_sealed(key).await? else {
+                return Ok(None);
+            };
+            let mut changed = (*current).clone();
+            drop(current);
+            change(&mut changed);
+            let changed = Arc::new(changed);
+            let resealed = self.seal(key, &changed);
+            if self
+                .store
+                .replace(key, &sealed, resealed.clone(), self.store_expiry(&changed))
+                .await?
+            {
+                self.opened.put(*key, resealed, Arc::clone(&changed));
+                return Ok(Some(changed));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the session kept changing while it was written".into(),
+        ))
     }
 
     /// Ends a session; its open streams here end at once.
@@ -347,6 +398,8 @@ mod tests {
             access_token: AccessToken::new(token.to_owned()),
             access_expires_at: None,
             refresh_token: None,
+            id_expires_at: None,
+            service_tokens: Default::default(),
             created_at: now,
             last_seen: now,
             expires_at,

@@ -92,6 +92,9 @@ impl Validator {
             let max_body = size("max_body", r.max_body.as_ref());
             let max_headers =
                 size("max_headers", r.max_headers.as_ref()).unwrap_or(super::DEFAULT_MAX_HEADERS);
+            if let (Some(service), Some(auth)) = (service, auth) {
+                self.route_and_token(&key("auth"), auth, &services[service]);
+            }
             if let (Some(path), Some(service), Some(auth)) = (path, service, auth) {
                 out.push(RouteConfig {
                     path,
@@ -105,6 +108,32 @@ impl Validator {
             }
         }
         out
+    }
+}
+
+impl Validator {
+    /// A route's `auth` must give its service's token something to work with.
+    fn route_and_token(&mut self, key: &str, auth: AuthMode, service: &ServiceConfig) {
+        if service.token.kind != TokenKind::Exchange {
+            return;
+        }
+        match auth {
+            AuthMode::None => self.err(
+                key,
+                format!(
+                    "service {} exchanges the session's token, and auth: none reads no session; use auth: session (or a client_credentials service for calls without a user)",
+                    service.name
+                ),
+            ),
+            AuthMode::SessionOrBearer => self.err(
+                key,
+                format!(
+                    "service {} exchanges the session's token; a machine client's bearer is not exchanged. Route machine clients to a service with token: user, or use auth: session",
+                    service.name
+                ),
+            ),
+            AuthMode::Session | AuthMode::Optional => {}
+        }
     }
 }
 

@@ -73,7 +73,7 @@ fn a_complete_config_loads_with_defaults() {
     assert_eq!(c.session.absolute_timeout.as_secs(), 8 * 3600);
     assert_eq!(c.tokens.refresh_before.as_secs(), 60);
     assert_eq!(c.routes[0].auth, AuthMode::Session);
-    assert_eq!(c.services[0].token, TokenMode::User);
+    assert_eq!(c.services[0].token, TokenSpec::of(TokenKind::User));
     assert_eq!(c.csrf.header.as_str(), "x-csrf-token");
 }
 
@@ -515,5 +515,211 @@ fn open_streams_recheck_their_session_at_least_every_minute() {
         [
             "session.stream_recheck: at most 60s: an open WebSocket must not outlive its session by longer"
         ]
+    );
+}
+
+/// `base()` with `services` replaced by `services` and a second provider `partner`.
+fn with_services(services: &str, routes: &str) -> String {
+    let yaml = base().replace(
+        "services:\n  orders:\n    url: http://127.0.0.1:7000\n",
+        &format!("services:\n{services}"),
+    );
+    let yaml = yaml.replace(
+        "session:\n",
+        "  partner:\n    issuer: http://127.0.0.1:9100\n    client_id: gw\n    client_secret: s\nsession:\n",
+    );
+    format!("{yaml}{routes}")
+}
+
+#[test]
+fn brokered_tokens_are_read_as_users_write_them() {
+    let yaml = with_services(
+        "  orders:\n    url: http://127.0.0.1:7000\n    token: id_token\n  billing:\n    url: http://127.0.0.1:7001\n    token: { kind: exchange, audience: billing-api, scopes: [billing.read], subject_token: id_token }\n    headers: { X-User-Id: sub, X-User-Roles: roles, X-Mail: email }\n  reports:\n    url: http://127.0.0.1:7002\n    token: { kind: client_credentials, provider: partner, resource: https://reports.example.com, scopes: [reports] }\n  plain:\n    url: http://127.0.0.1:7003\n    token: client_credentials\n",
+        "  - path: /api/billing/*\n    service: billing\n  - path: /api/reports/*\n    service: reports\n    auth: none\n",
+    );
+    let c = Config::parse(&yaml, Path::new("/"), &env()).unwrap();
+    assert_eq!(c.services[0].token.kind, TokenKind::IdToken);
+    let billing = &c.services[1].token;
+    assert_eq!(billing.kind, TokenKind::Exchange);
+    assert_eq!(billing.audience.as_deref(), Some("billing-api"));
+    assert_eq!(billing.scopes, ["billing.read"]);
+    assert_eq!(billing.subject_token, SubjectToken::IdToken);
+    assert_eq!(billing.provider, None, "the session's provider");
+    let headers: Vec<(&str, &Claim)> = c.services[1]
+        .headers
+        .iter()
+        .map(|h| (h.name.as_str(), &h.claim))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("x-user-id", &Claim::Sub),
+            ("x-user-roles", &Claim::Named("roles".into())),
+            ("x-mail", &Claim::VerifiedEmail)
+        ]
+    );
+    let reports = &c.services[2].token;
+    assert_eq!(reports.kind, TokenKind::ClientCredentials);
+    assert_eq!(reports.provider.as_deref(), Some("partner"));
+    assert_eq!(
+        reports.resource.as_deref(),
+        Some("https://reports.example.com")
+    );
+    assert_eq!(
+        c.services[3].token,
+        TokenSpec::of(TokenKind::ClientCredentials)
+    );
+    let defaults: Vec<&str> = c.services[0]
+        .headers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(
+        defaults,
+        [
+            "x-auth-request-user",
+            "x-auth-request-issuer",
+            "x-auth-request-email"
+        ]
+    );
+    assert!(c.tokens.background_refresh, "on by default");
+    assert_eq!(c.tokens.default_lifetime.as_secs(), 300);
+}
+
+#[test]
+fn token_settings_that_cannot_work_are_refused_with_the_fix() {
+    let e = errors(&with_services(
+        "  orders:\n    url: http://127.0.0.1:7000\n    token: exchange\n  a:\n    url: http://127.0.0.1:7001\n    token: { kind: exchange, scopes: [x] }\n  b:\n    url: http://127.0.0.1:7002\n    token: { kind: client_credentials, provider: nowhere }\n  c:\n    url: http://127.0.0.1:7003\n    token: { kind: user, audience: x }\n  d:\n    url: http://127.0.0.1:7004\n    token: { kind: client_credentials, subject_token: id_token, resource: 'not a uri', scopes: ['two words'] }\n  e:\n    url: http://127.0.0.1:7005\n    token: { kind: magic }\n",
+        "",
+    ));
+    assert!(
+        has(&e, "services.orders.token: an exchange needs its target"),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "services.a.token: an exchange needs audience: or resource:"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "services.b.token.provider: names no provider under `providers` (known: main, partner)"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "services.c.token.audience: applies only to kind: client_credentials or exchange"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "services.d.token.subject_token: applies only to kind: exchange"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "services.d.token.resource: expected an absolute URI"),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "services.d.token.scopes[0]: expected one scope token"),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "services.e.token.kind: expected client_credentials or exchange"
+        ),
+        "{e:?}"
+    );
+    // A typo inside the map is named (it stops the parse, so it is checked on its own).
+    let e = errors(&with_services(
+        "  orders:\n    url: http://127.0.0.1:7000\n    token: { kind: exchange, audience: f-api, colour: blue }\n",
+        "",
+    ));
+    assert!(
+        has(
+            &e,
+            "services.orders.token.colour: unknown key `colour`; expected one of kind, provider"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn identity_headers_may_not_overwrite_credentials_or_framing() {
+    for name in [
+        "Authorization",
+        "Cookie",
+        "Connection",
+        "Transfer-Encoding",
+        "Host",
+        "X-Forwarded-For",
+        "X-Correlation-ID",
+    ] {
+        let e = errors(&with_services(
+            &format!("  orders:\n    url: http://127.0.0.1:7000\n    headers: {{ {name}: sub }}\n"),
+            "",
+        ));
+        assert!(
+            has(
+                &e,
+                &format!("services.orders.headers.{name}: this header carries credentials")
+            ),
+            "{name}: {e:?}"
+        );
+    }
+    let e = errors(&with_services(
+        "  orders:\n    url: http://127.0.0.1:7000\n    headers: { X-User: sub, x-user: email, 'bad name': sub, X-Empty: '' }\n",
+        "",
+    ));
+    assert!(
+        has(&e, "services.orders.headers.x-user: named twice"),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            "services.orders.headers.bad name: expected a valid HTTP header name"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "services.orders.headers.X-Empty: expected a claim name"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn exchange_services_need_a_session_route() {
+    let services = "  orders:\n    url: http://127.0.0.1:7000\n    token: { kind: exchange, audience: orders-api }\n";
+    let e = errors(&with_services(
+        services,
+        "  - path: /api/public/*\n    service: orders\n    auth: none\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[1].auth: service orders exchanges the session's token, and auth: none reads no session"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_services(
+        services,
+        "  - path: /api/m2m/*\n    service: orders\n    auth: session_or_bearer\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[1].auth: service orders exchanges the session's token; a machine client's bearer is not exchanged"
+        ),
+        "{e:?}"
     );
 }
