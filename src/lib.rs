@@ -288,6 +288,12 @@ pub async fn serve(
         );
     }
     forget_ended_sessions(&gateway.state);
+    let renewals = tokio::spawn(tokens::background::run(
+        Arc::downgrade(&gateway.state.0),
+        |s: &http::Shared| (&s.broker, &*s.sessions, &s.providers[..]),
+        stop_rx.clone(),
+        grace,
+    ));
     let public = gateway.public();
     listener::run(
         "public",
@@ -304,6 +310,7 @@ pub async fn serve(
     for side in sides {
         let _ = side.await;
     }
+    let _ = renewals.await;
     let left = began
         .get()
         .map_or(grace, |at| grace.saturating_sub(at.elapsed()));

@@ -17,6 +17,7 @@
 //! `invalid_client` during a secret rotation, …) or an unreachable provider is `503`, and the
 //! session stays. A refused exchange is `403` for that service only.
 
+pub mod background;
 mod client_credentials;
 mod exchange;
 mod flight;
@@ -83,6 +84,12 @@ pub struct Broker {
     default_lifetime: Duration,
     flights: flight::Flights,
     plans: Vec<Plan>,
+    /// Whether tokens are renewed in the background (`tokens.background_refresh`).
+    background: bool,
+    schedule: background::Schedule,
+    /// Background renewals toward each provider, capped.
+    provider_caps:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Broker {
@@ -92,12 +99,13 @@ impl Broker {
         let plans = config
             .services
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let digest = digest(&s.token);
                 Plan {
                     name: s.name.clone(),
                     shared: (s.token.kind == TokenKind::ClientCredentials)
-                        .then(|| shared.entry(&s.name, &s.token, &digest)),
+                        .then(|| shared.entry(i, &s.name, &s.token, &digest)),
                     spec: s.token.clone(),
                     digest,
                 }
@@ -108,6 +116,9 @@ impl Broker {
             default_lifetime: config.tokens.default_lifetime,
             flights: flight::Flights::default(),
             plans,
+            background: config.tokens.background_refresh,
+            schedule: background::Schedule::default(),
+            provider_caps: std::sync::Mutex::default(),
         }
     }
 

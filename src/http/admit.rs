@@ -219,10 +219,14 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
             match app.sessions.lookup(ask.headers).await? {
                 Lookup::Found(s) => {
                     csrf(app, &ask, route.is_some(), &s.record.csrf_token)?;
-                    match &route {
-                        Some(m) => Identity::Session(session_token(app, s, m.route.service).await?),
-                        None => Identity::Session(s),
-                    }
+                    let s = match &route {
+                        Some(m) => session_token(app, s, m.route.service).await?,
+                        None => s,
+                    };
+                    // Its tokens are renewed before they expire from now on, request or not.
+                    app.broker
+                        .watch(s.key, &s.record, app.sessions.clock().unix());
+                    Identity::Session(s)
                 }
                 Lookup::NoCookie if mode == AuthMode::Optional => Identity::Anonymous,
                 Lookup::Ended if mode == AuthMode::Optional => Identity::Anonymous,

@@ -384,6 +384,7 @@ pub async fn callback(
         csrf_token: crate::random::token(),
     };
     let id = app.sessions.create(&record).await?;
+    app.broker.watch(id.store_key(), &record, now);
     permit.succeeded();
     tracing::info!(provider = %cfg.name, "login completed");
 

@@ -29,6 +29,11 @@ pub struct SharedToken {
 pub(super) struct Entry {
     /// The first service that uses it (for logs and errors).
     service: String,
+    /// Its index under `services` (background renewal names the entry by it).
+    index: usize,
+    /// Whether a request used it since it was last obtained (background renewal renews only
+    /// tokens in use).
+    used: std::sync::atomic::AtomicBool,
     spec: TokenSpec,
     /// Where it is stored sealed, and the name of its lock.
     key: StoreKey,
@@ -36,6 +41,20 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// Whether a request used the token since the last call.
+    pub(super) fn take_used(&self) -> bool {
+        self.used.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The provider that issues it.
+    pub(super) fn provider<'p>(&self, providers: &'p [Provider]) -> &'p Provider {
+        match &self.spec.provider {
+            Some(name) => providers.iter().find(|p| &p.config().name == name),
+            None => providers.first(),
+        }
+        .expect("config validation checks that the provider exists")
+    }
+
     fn current(&self) -> Option<Arc<SharedToken>> {
         self.current
             .lock()
@@ -56,10 +75,18 @@ impl Entry {
 pub(super) struct Entries(HashMap<String, Arc<Entry>>);
 
 impl Entries {
-    pub(super) fn entry(&mut self, service: &str, spec: &TokenSpec, digest: &str) -> Arc<Entry> {
+    pub(super) fn entry(
+        &mut self,
+        index: usize,
+        service: &str,
+        spec: &TokenSpec,
+        digest: &str,
+    ) -> Arc<Entry> {
         let entry = self.0.entry(digest.to_owned()).or_insert_with(|| {
             Arc::new(Entry {
                 service: service.to_owned(),
+                index,
+                used: std::sync::atomic::AtomicBool::new(false),
                 spec: spec.clone(),
                 key: StoreKey::hash(format!("sallyport client_credentials\0{digest}").as_bytes()),
                 current: Mutex::new(None),
@@ -86,6 +113,7 @@ impl Broker {
             .shared
             .as_ref()
             .expect("a client_credentials service has a shared entry");
+        entry.used.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(token) = entry.current()
             && !self.due(token.expires_at, sessions.clock().unix())
         {
@@ -100,11 +128,7 @@ impl Broker {
         providers: &[Provider],
         entry: &Entry,
     ) -> Result<Arc<SharedToken>, TokenFailure> {
-        let provider = match &entry.spec.provider {
-            Some(name) => providers.iter().find(|p| &p.config().name == name),
-            None => providers.first(),
-        }
-        .expect("config validation checks that the provider exists");
+        let provider = entry.provider(providers);
         let work = self.request_shared(sessions, provider, entry);
         let landed = || async move {
             let now = sessions.clock().unix();
@@ -118,6 +142,7 @@ impl Broker {
             .await?
         {
             entry.set(&token);
+            self.watch_shared(entry.index, token.expires_at);
             return Ok(token);
         }
         // Stalled: a token that has not expired yet still does.

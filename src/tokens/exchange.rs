@@ -31,7 +31,7 @@ impl Broker {
     }
 
     /// Whether `record` holds a token for `plan`'s service that is not due for renewal.
-    fn usable(&self, plan: &Plan, record: &SessionRecord, now: u64) -> bool {
+    pub(super) fn usable(&self, plan: &Plan, record: &SessionRecord, now: u64) -> bool {
         record
             .service_tokens
             .get(&plan.name)
