@@ -169,6 +169,9 @@ pub struct ProviderConfig {
     pub clock_skew: Duration,
     /// Audiences a client's bearer JWT must name (`session_or_bearer` routes).
     pub bearer_audiences: Vec<String>,
+    /// How long an opaque bearer's active introspection result is reused: a token revoked at
+    /// the provider is refused at most this much later.
+    pub introspection_cache: Duration,
 }
 
 /// `session`.

@@ -52,6 +52,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// take before it counts as unavailable. The refresh lock's lifetime is derived from it
 /// (`tokens`).
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most introspection answers kept per provider.
+const MAX_INTROSPECTED: u64 = 10_000;
 /// The most bytes read from a discovery, JWKS or userinfo response.
 const MAX_DOCUMENT: usize = 512 * 1024;
 
@@ -75,6 +77,9 @@ pub struct Metadata {
     /// Supported PKCE methods, if advertised.
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// Token introspection (RFC 7662), if offered.
+    #[serde(default)]
+    pub introspection_endpoint: Option<Url>,
     /// RFC 9207 §3: the provider always sends `iss` with the authorization response.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -190,6 +195,8 @@ pub struct Provider {
     cache: Mutex<Cache>,
     /// Serialises fetches, so that a cold cache under load makes one request, not one per caller.
     fetch: tokio::sync::Mutex<()>,
+    /// Active introspection answers by SHA-256 of the token.
+    introspected: moka::future::Cache<[u8; 32], Arc<bearer::BearerClaims>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -204,11 +211,15 @@ impl Provider {
     /// A provider with empty caches; nothing is fetched yet.
     pub fn new(config: ProviderConfig, redirect_uri: String, http: reqwest::Client) -> Self {
         Self {
-            config,
             redirect_uri,
             http,
+            introspected: moka::future::Cache::builder()
+                .max_capacity(MAX_INTROSPECTED)
+                .time_to_live(config.introspection_cache)
+                .build(),
             cache: Mutex::default(),
             fetch: tokio::sync::Mutex::new(()),
+            config,
         }
     }
 
@@ -528,13 +539,14 @@ impl Provider {
         token: &str,
         now: i64,
     ) -> Result<bearer::BearerClaims, Result<bearer::BearerError, ProviderError>> {
-        let (claims, _hint) = self
+        let (claims, hint) = self
             .verified::<bearer::BearerClaims>(token, KeySource::Client)
             .await
             .map_err(|e| e.map(Into::into))?;
         let skew = self.config.clock_skew.as_secs() as i64;
         bearer::check(
             &claims,
+            hint.typ.as_deref(),
             &self.config.issuer,
             &self.config.bearer_audiences,
             now,
@@ -638,6 +650,54 @@ impl Provider {
         ];
         token::target_params(spec, &scope, &mut form);
         token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+    }
+
+    /// Validates an opaque bearer a client sent itself by introspection (RFC 7662, Sallyport
+    /// authenticating as itself), with the same checks as a bearer JWT. Active answers are
+    /// reused for `introspection_cache` (keyed by a hash of the token, never the token), so a
+    /// token revoked at the provider is refused at most that much later.
+    ///
+    /// # Errors
+    /// `Err(Ok(reason))` when the token is refused, `Err(Err(_))` when the provider cannot be
+    /// asked.
+    pub async fn validate_opaque_bearer(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Arc<bearer::BearerClaims>, Result<bearer::BearerError, TokenError>> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let skew = self.config.clock_skew.as_secs() as i64;
+        if let Some(claims) = self.introspected.get(&key).await {
+            // The answer said until when the token is valid; the cache does not outlive it.
+            if claims.exp > now - skew {
+                return Ok(claims);
+            }
+            self.introspected.invalidate(&key).await;
+        }
+        let metadata = self
+            .metadata()
+            .await
+            .map_err(|e| Err(TokenError::Unavailable(Box::new(e))))?;
+        let Some(endpoint) = &metadata.introspection_endpoint else {
+            return Err(Ok(bearer::BearerError::UnknownIssuer));
+        };
+        let form = vec![("token", token), ("token_type_hint", "access_token")];
+        let answer: bearer::Introspection = token::post(&self.http, endpoint, &self.config, form)
+            .await
+            .map_err(Err)?;
+        let claims = bearer::check_introspected(
+            answer,
+            &self.config.issuer,
+            &self.config.bearer_audiences,
+            now,
+            skew,
+            self.config.introspection_cache.as_secs() as i64,
+        )
+        .map_err(Ok)?;
+        let claims = Arc::new(claims);
+        self.introspected.insert(key, Arc::clone(&claims)).await;
+        Ok(claims)
     }
 
     /// Calls userinfo (OIDC Core §5.3) with the access token.

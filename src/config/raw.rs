@@ -114,6 +114,8 @@ pub(crate) struct RawProvider {
     /// Audiences a client's bearer JWT must name on `session_or_bearer` routes (no default).
     #[serde(default)]
     pub(crate) bearer_audiences: Vec<String>,
+    /// How long an opaque bearer's active introspection result is reused (default `30s`).
+    pub(crate) introspection_cache: Option<String>,
 }
 
 /// `session`.

@@ -207,13 +207,9 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
                 .limiter
                 .acquire(client)
                 .map_err(super::limits::rate_limited)?;
-            let claims = Box::pin(validate_bearer(app, &token)).await?;
+            let (sub, issuer) = Box::pin(validate_bearer(app, &token)).await?;
             permit.succeeded();
-            Identity::Bearer {
-                token,
-                sub: claims.sub,
-                issuer: claims.iss,
-            }
+            Identity::Bearer { token, sub, issuer }
         }
         (AuthMode::Session | AuthMode::SessionOrBearer | AuthMode::Optional, None) => {
             match app.sessions.lookup(ask.headers).await? {
@@ -313,27 +309,45 @@ fn invalid_token(cause: impl std::error::Error + Send + Sync + 'static) -> ApiEr
         )
 }
 
-/// Validates a client's bearer at the provider that issued it (one with `bearer_audiences`).
+/// Validates a client's bearer: a JWT at the provider that issued it, an opaque token by
+/// introspection at the providers that accept bearers (the first that knows it). Gives its
+/// `sub` and issuer.
 async fn validate_bearer(
     app: &AppState,
     token: &str,
-) -> Result<crate::oidc::bearer::BearerClaims, ApiError> {
+) -> Result<(Option<String>, String), ApiError> {
     use crate::oidc::bearer::BearerError;
-    let issuer = crate::oidc::unverified_issuer(token)
-        .ok_or_else(|| invalid_token(BearerError::UnknownIssuer))?;
-    let provider = app
-        .providers
-        .iter()
-        .find(|p| p.config().issuer == issuer && !p.config().bearer_audiences.is_empty())
-        .ok_or_else(|| invalid_token(BearerError::UnknownIssuer))?;
     let now = app.sessions.clock().unix() as i64;
-    provider
+    let accepting = || {
+        app.providers
+            .iter()
+            .filter(|p| !p.config().bearer_audiences.is_empty())
+    };
+    let Some(issuer) = crate::oidc::unverified_issuer(token) else {
+        // Not a JWT (or one without an issuer): only its provider can say what it is.
+        let mut refusal = invalid_token(BearerError::UnknownIssuer);
+        for provider in accepting() {
+            match provider.validate_opaque_bearer(token, now).await {
+                Ok(claims) => {
+                    return Ok((claims.sub.clone(), provider.config().issuer.clone()));
+                }
+                Err(Ok(reason)) => refusal = invalid_token(reason),
+                Err(Err(unavailable)) => return Err(ApiError::provider_unavailable(unavailable)),
+            }
+        }
+        return Err(refusal);
+    };
+    let provider = accepting()
+        .find(|p| p.config().issuer == issuer)
+        .ok_or_else(|| invalid_token(BearerError::UnknownIssuer))?;
+    let claims = provider
         .validate_bearer(token, now)
         .await
         .map_err(|e| match e {
             Ok(reason) => invalid_token(reason),
             Err(unavailable) => ApiError::provider_unavailable(unavailable),
-        })
+        })?;
+    Ok((claims.sub, claims.iss))
 }
 
 /// The session, holding the token `service` receives from it, not about to expire: its

@@ -121,8 +121,19 @@ pub(crate) async fn request(
     http: &reqwest::Client,
     endpoint: &url::Url,
     provider: &ProviderConfig,
-    mut form: Vec<(&'static str, &str)>,
+    form: Vec<(&'static str, &str)>,
 ) -> Result<TokenResponse, TokenError> {
+    post(http, endpoint, provider, form).await
+}
+
+/// POSTs a form to one of the provider's endpoints that authenticate the client (token,
+/// introspection), and reads its JSON answer.
+pub(crate) async fn post<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    endpoint: &url::Url,
+    provider: &ProviderConfig,
+    mut form: Vec<(&'static str, &str)>,
+) -> Result<T, TokenError> {
     let mut req = http
         .post(endpoint.as_str())
         .header(http::header::ACCEPT, "application/json");

@@ -6,6 +6,8 @@ use super::*;
 const DEFAULT_DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// `providers.<name>.clock_skew`: tolerance for `iat`/`exp`/`nbf`.
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// `providers.<name>.introspection_cache`: how long an active introspection result is reused.
+const DEFAULT_INTROSPECTION_CACHE: Duration = Duration::from_secs(30);
 /// `providers.<name>.client_auth`.
 const DEFAULT_CLIENT_AUTH: &str = "client_secret_basic";
 
@@ -140,6 +142,11 @@ impl Validator {
                 p.clock_skew.as_ref(),
                 DEFAULT_CLOCK_SKEW,
             );
+            let introspection_cache = self.positive_duration(
+                &key("introspection_cache"),
+                p.introspection_cache.as_ref(),
+                DEFAULT_INTROSPECTION_CACHE,
+            );
             if let (Some(issuer), Some(client_id), Some(client_secret), Some(client_auth)) =
                 (issuer, client_id, client_secret, client_auth)
             {
@@ -156,7 +163,24 @@ impl Validator {
                     id_token_algs,
                     clock_skew,
                     bearer_audiences: p.bearer_audiences,
+                    introspection_cache,
                 });
+            }
+        }
+        // An ID token's audience is the client id: a bearer audience equal to any client id
+        // would let an ID token (the SPA's, or Sallyport's) pass as an API access token — the
+        // common setup where an API and its client share one registration.
+        for p in &out {
+            for (i, audience) in p.bearer_audiences.iter().enumerate() {
+                if let Some(client) = out.iter().find(|c| &c.client_id == audience) {
+                    self.err(
+                        &format!("providers.{}.bearer_audiences[{i}]", p.name),
+                        format!(
+                            "is the client id of provider {}: ID tokens carry it as their audience, so they would pass as access tokens. Give the API its own audience (an application ID URI, a resource) at the provider",
+                            client.name
+                        ),
+                    );
+                }
             }
         }
         Some(out)

@@ -383,6 +383,21 @@ fn bearer_routes_need_declared_audiences() {
     );
     let c = Config::parse(&ok, Path::new("."), &env()).unwrap();
     assert_eq!(c.routes[0].auth, AuthMode::SessionOrBearer);
+    assert_eq!(c.providers[0].introspection_cache.as_secs(), 30);
+
+    // The API sharing the client's registration: ID tokens would pass as access tokens.
+    let shared = yaml.replace(
+        "    client_secret: ${CLIENT_SECRET}",
+        "    client_secret: ${CLIENT_SECRET}\n    bearer_audiences: [orders-api, sallyport]",
+    );
+    let e = errors(&shared);
+    assert!(
+        has(
+            &e,
+            "providers.main.bearer_audiences[1]: is the client id of provider main: ID tokens carry it"
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
