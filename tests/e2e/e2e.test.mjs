@@ -235,6 +235,54 @@ test('no token reaches anything the browser receives or the page can read (login
   }
 }));
 
+test('brokered tokens (an exchange, the gateway\'s client credentials) stay on the server too', TEST, (t) => withContext(t, async (context) => {
+  const since = Date.now();
+  const seen = [];
+  const pending = [];
+  context.on('response', (res) => {
+    const entry = { url: res.url(), headers: '', body: '' };
+    seen.push(entry);
+    pending.push((async () => {
+      entry.headers = JSON.stringify(await res.allHeaders().catch(() => res.headers()));
+      const body = await res.body().catch(() => null);
+      entry.body = body ? body.toString('latin1') : '';
+    })());
+  });
+  const page = await signedInPage(context, stack);
+  // Page JavaScript calls both services, as an XSS would, and keeps whatever it can read.
+  const read = await page.evaluate(async () => {
+    const out = [];
+    for (const path of ['/api/billing/invoices', '/api/reports/daily', '/api/auth/session']) {
+      const res = await fetch(path, { credentials: 'include' });
+      out.push({ path, status: res.status, headers: JSON.stringify([...res.headers]), body: await res.text() });
+    }
+    return out;
+  });
+  await Promise.all(pending);
+  for (const r of read.slice(0, 2)) assert.equal(r.status, 200, `${r.path}: ${r.body}`);
+
+  const byPath = (prefix) => stack.echo.requests.filter((r) => r.at >= since && r.path.startsWith(prefix));
+  const [billing] = byPath('/billing/');
+  const [reports] = byPath('/reports/');
+  assert.ok(billing?.authorization && reports?.authorization, 'both services received a bearer');
+  const exchanged = billing.authorization.slice('Bearer '.length);
+  const own = reports.authorization.slice('Bearer '.length);
+  const userTokens = stack.echo.tokens(0).filter((tk) => tk !== exchanged && tk !== own);
+  assert.notEqual(exchanged, own);
+  const claims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+  assert.equal(claims(exchanged).aud, 'billing-api');
+  assert.equal(claims(exchanged).sub, 'alice');
+  assert.equal(claims(own).client_id, 'sallyport');
+  assert.ok(!userTokens.includes(exchanged), 'the exchange service did not get the user\'s token');
+
+  const tokens = [exchanged, own];
+  for (const r of read) assertNoSecrets(`fetch ${r.path}`, { headers: r.headers, body: r.body }, tokens);
+  for (const e of seen) assertNoSecrets(`response ${e.url}`, { url: e.url, headers: e.headers, body: e.body }, tokens);
+  assertNoSecrets('the page', await readable(page), tokens);
+  for (const c of await context.cookies()) assertNoSecrets(`cookie ${c.name}`, { value: c.value }, tokens);
+  assert.ok(read[0].body.includes(fingerprint(exchanged)), 'the page sees the exchanged token only as its fingerprint');
+}));
+
 test('the API call reaches the upstream with a bearer token the page only sees redacted', TEST, (t) => withContext(t, async (context) => {
   const since = Date.now();
   const page = await signedInPage(context, stack);

@@ -318,12 +318,16 @@ async function startProvider(gwOrigin) {
   const config = {
     port: 0,
     access_token_ttl: 120,
+    // The token broker's services: an exchange for billing-api, client credentials for reports.
+    resources: { 'https://reports.example.com': { scope: 'reports' } },
+    exchange_audiences: { 'billing-api': { scope: 'billing.read' } },
     clients: [{
       client_id: 'sallyport',
       client_secret: CLIENT_SECRET,
       redirect_uris: [`${gwOrigin}/auth/callback`],
       post_logout_redirect_uris: [`${gwOrigin}/`],
-      grant_types: ['authorization_code', 'refresh_token'],
+      grant_types: ['authorization_code', 'refresh_token', 'client_credentials',
+        'urn:ietf:params:oauth:grant-type:token-exchange'],
       response_types: ['code'],
     }],
   };
@@ -378,8 +382,12 @@ providers:
 session: { keys: ["\${SALLYPORT_SESSION_KEY}"] }
 services:
   echo: { url: ${q(echoUrl)}, token: user }
+  billing: { url: ${q(echoUrl)}, token: { kind: exchange, audience: billing-api, scopes: [billing.read] } }
+  reports: { url: ${q(echoUrl)}, token: { kind: client_credentials, resource: "https://reports.example.com", scopes: [reports] } }
 routes:
   - { path: /api/echo/*, service: echo, upstream_path: /echo/* }
+  - { path: /api/billing/*, service: billing, upstream_path: /billing/* }
+  - { path: /api/reports/*, service: reports, upstream_path: /reports/* }
 static: { dir: ${q(spaDir)}, spa_fallback: index.html }
 cors: { allowed_origins: [${q(devOrigin)}] }
 `);

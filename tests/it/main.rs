@@ -8,6 +8,7 @@ mod harness;
 mod attacks;
 mod backchannel;
 mod bearer;
+mod broker;
 mod cli;
 mod forward;
 mod fuzz_corpus;

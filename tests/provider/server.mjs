@@ -7,13 +7,22 @@
 // Everything else goes to stderr. Exits cleanly on SIGTERM/SIGINT.
 //
 // Accounts: alice / secret, bob / secret, and mallory / secret, whose claims carry CR/LF. Consent is granted automatically.
+// The token broker's counterparts (all optional PROVIDER_CONFIG keys):
+//   resources: { "<resource URL>": { "scope": "a b", "format": "jwt" | "opaque" } }
+//     client credentials with RFC 8707 resource indicators; the token's aud is the resource
+//   exchange_audiences: { "<audience>": { "scope": "a b" } }
+//     RFC 8693 token exchange (urn:ietf:params:oauth:grant-type:token-exchange) for clients with
+//     that grant type: a user's access or ID token of this provider for a JWT access token
+//     with that aud, the user's sub and act: { sub: <client> }
+//   exchange_deny_subjects: ["bob"]   the exchange refuses these users (403 access_denied)
+//   exchange_token_ttl: seconds       lifetime of exchanged tokens (default access_token_ttl)
 // Test-only endpoints: GET /__test/stats, POST /__test/reset, POST /__test/faults (a form:
 // discovery_delay_ms, token_delay_ms, token_status, token_error; empty values clear them).
 
 import crypto from 'node:crypto';
 import http from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const log = (...args) => console.error('[provider]', ...args);
 
@@ -38,6 +47,16 @@ const accessTokenTtl = positiveInt(config.access_token_ttl, 60);
 const idTokenTtl = positiveInt(config.id_token_ttl, 3600);
 const refreshTokenTtl = positiveInt(config.refresh_token_ttl, 86400);
 const sessionTtl = positiveInt(config.session_ttl, undefined);
+const resources = config.resources && typeof config.resources === 'object' ? config.resources : {};
+const exchangeAudiences = config.exchange_audiences && typeof config.exchange_audiences === 'object'
+  ? config.exchange_audiences : {};
+const exchangeDenied = new Set(Array.isArray(config.exchange_deny_subjects) ? config.exchange_deny_subjects : []);
+const exchangeTokenTtl = positiveInt(config.exchange_token_ttl, accessTokenTtl);
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const TOKEN_TYPE = {
+  access_token: 'urn:ietf:params:oauth:token-type:access_token',
+  id_token: 'urn:ietf:params:oauth:token-type:id_token',
+};
 
 const clients = Array.isArray(config.clients) ? config.clients : [{
   client_id: 'sallyport',
@@ -239,8 +258,27 @@ const provider = new Provider(issuer, {
 
   features: {
     devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // Logins ask for no resource: their access tokens stay opaque, for userinfo.
+      defaultResource: async (ctx, client, oneOf) => oneOf,
+      useGrantedResource: async () => false,
+      async getResourceServerInfo(ctx, resourceIndicator) {
+        const info = resources[resourceIndicator];
+        if (!info) throw new errors.InvalidTarget();
+        return {
+          scope: info.scope ?? '',
+          audience: resourceIndicator,
+          accessTokenFormat: info.format === 'opaque' ? 'opaque' : 'jwt',
+          accessTokenTTL: accessTokenTtl,
+        };
+      },
+    },
     revocation: { enabled: true },
-    introspection: { enabled: true },
+    // Any confidential client may introspect any token (the gateway checks machine clients'
+    // tokens this way).
+    introspection: { enabled: true, allowedPolicy: async () => true },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,
@@ -268,6 +306,12 @@ ${form}
 
   pkce: { required: () => true },
 
+  // The exchanged token says who acts for the user (RFC 8693 §4.1).
+  async extraTokenClaims(ctx, token) {
+    if (ctx?.oidc?.params?.grant_type !== TOKEN_EXCHANGE) return undefined;
+    return { act: { sub: token.clientId } };
+  },
+
   // Issue a refresh token whenever the client may use the refresh_token grant,
   // whether or not offline_access was requested/consented.
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
@@ -292,6 +336,77 @@ ${form}
     return globalThis.fetch(url, options);
   },
 });
+
+// ---------------------------------------------------------------------------
+// RFC 8693 token exchange, as a custom grant
+// ---------------------------------------------------------------------------
+
+class AccessDenied extends errors.OIDCProviderError {
+  constructor(description) {
+    super(403, 'access_denied');
+    this.error_description = description;
+  }
+}
+
+
+/** The account a subject token of this provider stands for; invalid_grant otherwise. */
+async function subjectOf(ctx, token, type) {
+  if (type === TOKEN_TYPE.access_token) {
+    const found = await provider.AccessToken.find(token, { ignoreSessionBinding: true });
+    if (!found || found.isExpired || !found.accountId) throw new errors.InvalidGrant('subject token invalid');
+    return found.accountId;
+  }
+  if (type === TOKEN_TYPE.id_token) {
+    const client = await provider.Client.find(String(ctx.oidc.client.clientId));
+    let payload;
+    try {
+      ({ payload } = await provider.IdToken.validate(token, client));
+    } catch {
+      throw new errors.InvalidGrant('subject token invalid');
+    }
+    if (!payload.sub || payload.exp * 1000 < Date.now()) throw new errors.InvalidGrant('subject token expired');
+    return payload.sub;
+  }
+  throw new errors.InvalidRequest('unsupported subject_token_type');
+}
+
+provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+  const { client, params } = ctx.oidc;
+  if (!client.grantTypeAllowed(TOKEN_EXCHANGE)) throw new errors.UnauthorizedClient();
+  if (!params.subject_token || !params.subject_token_type) {
+    throw new errors.InvalidRequest('subject_token and subject_token_type are required');
+  }
+  const accountId = await subjectOf(ctx, params.subject_token, params.subject_token_type);
+  const audience = params.audience ?? params.resource;
+  const target = audience ? exchangeAudiences[audience] : undefined;
+  if (!target) throw new errors.InvalidTarget('unknown audience');
+  const allowed = new Set((target.scope ?? '').split(' ').filter(Boolean));
+  const requested = params.scope ? params.scope.split(' ').filter(Boolean) : [...allowed];
+  if (requested.some((s) => !allowed.has(s))) throw new errors.InvalidScope('scope not allowed for this audience');
+  if (exchangeDenied.has(accountId)) throw new AccessDenied('this user may not have a token for that audience');
+
+  const token = new provider.AccessToken({
+    accountId,
+    client,
+    gty: 'token_exchange',
+    scope: requested.join(' ') || undefined,
+  });
+  token.resourceServer = new provider.ResourceServer(audience, {
+    audience,
+    scope: [...allowed].join(' '),
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: exchangeTokenTtl,
+  });
+  ctx.oidc.entity('AccessToken', token);
+  const value = await token.save();
+  ctx.body = {
+    access_token: value,
+    issued_token_type: TOKEN_TYPE.access_token,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope,
+  };
+}, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope', 'actor_token', 'actor_token_type']);
 
 provider.on('grant.success', (ctx) => count(stats.grants, ctx));
 provider.on('grant.error', (ctx) => count(stats.grant_errors, ctx));

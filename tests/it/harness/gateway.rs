@@ -27,8 +27,10 @@ pub struct GatewayOptions {
     pub provider_yaml: String,
     /// A service pointing at a closed port, for `502` tests.
     pub dead_upstream: String,
-    /// Extra top-level YAML (`static:`, `cors:`…).
+    /// Extra top-level YAML (`static:`, `cors:`…), or more routes (it follows `routes:`).
     pub extra_yaml: String,
+    /// More services (YAML under `services:`).
+    pub services_yaml: String,
     /// `server.trusted_proxies`.
     pub trusted_proxies: &'static str,
     /// Extra YAML lines under `server:`.
@@ -53,6 +55,7 @@ impl GatewayOptions {
             provider_yaml: String::new(),
             dead_upstream: format!("http://127.0.0.1:{}", super::free_port()),
             extra_yaml: String::new(),
+            services_yaml: String::new(),
             trusted_proxies: "[]",
             server_yaml: String::new(),
             forward_auth: None,
@@ -111,6 +114,7 @@ services:
     token: none
   dead:
     url: {dead}
+{services_yaml}
 routes:
   - path: /api/echo/*
     service: echo
@@ -160,6 +164,7 @@ routes:
             upstream = self.upstream,
             dead = self.dead_upstream,
             extra_yaml = self.extra_yaml,
+            services_yaml = self.services_yaml,
             trusted_proxies = self.trusted_proxies,
             server_yaml = self.server_yaml,
         )

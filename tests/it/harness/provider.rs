@@ -39,6 +39,12 @@ pub struct ProviderOptions {
     pub token_endpoint_auth_method: &'static str,
     /// Register the gateway's back-channel logout endpoint.
     pub backchannel: bool,
+    /// More grant types for the `sallyport` client (client credentials, token exchange).
+    pub grant_types: Vec<&'static str>,
+    /// More keys of `PROVIDER_CONFIG` (`resources`, `exchange_audiences`, …; see server.mjs).
+    pub config: Value,
+    /// More clients besides `sallyport` (machine clients).
+    pub clients: Vec<Value>,
 }
 
 impl ProviderOptions {
@@ -49,6 +55,9 @@ impl ProviderOptions {
             access_token_ttl: 300,
             token_endpoint_auth_method: "client_secret_basic",
             backchannel: false,
+            grant_types: Vec::new(),
+            config: json!({}),
+            clients: Vec::new(),
         }
     }
 }
@@ -66,12 +75,16 @@ impl Provider {
     pub async fn start(opts: ProviderOptions) -> Provider {
         ensure_installed();
         let gw = format!("http://localhost:{}", opts.gateway_port);
+        let grant_types: Vec<&str> = ["authorization_code", "refresh_token"]
+            .into_iter()
+            .chain(opts.grant_types.iter().copied())
+            .collect();
         let mut client = json!({
             "client_id": "sallyport",
             "client_secret": super::CLIENT_SECRET,
             "redirect_uris": [format!("{gw}/auth/callback")],
             "post_logout_redirect_uris": [format!("{gw}/"), format!("{gw}/bye")],
-            "grant_types": ["authorization_code", "refresh_token"],
+            "grant_types": grant_types,
             "response_types": ["code"],
             "token_endpoint_auth_method": opts.token_endpoint_auth_method,
         });
@@ -79,10 +92,13 @@ impl Provider {
             client["backchannel_logout_uri"] = json!(format!("{gw}/auth/backchannel-logout"));
             client["backchannel_logout_session_required"] = json!(true);
         }
-        let config = json!({
+        let mut config = json!({
             "access_token_ttl": opts.access_token_ttl,
-            "clients": [client],
+            "clients": std::iter::once(client).chain(opts.clients.iter().cloned()).collect::<Vec<_>>(),
         });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), opts.config.as_object()) {
+            config.extend(extra.clone());
+        }
         // One stalled start (seen once on a loaded 2-core machine) must not fail the run: the
         // stalled process is killed and a second one started.
         let mut attempt = 0;
@@ -147,6 +163,54 @@ impl Provider {
         self.stats().await["grants"][grant_type]
             .as_u64()
             .unwrap_or(0)
+    }
+
+    /// Asks the token endpoint for a client-credentials token as client `id` (a machine
+    /// client), with the form fields `params`; the token.
+    pub async fn client_token(&self, id: &str, secret: &str, params: &[(&str, &str)]) -> String {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(params);
+        let resp = self
+            .http
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert!(status.is_success(), "client credentials refused: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Revokes an access token at the provider (RFC 7009), as the client it was issued to.
+    pub async fn revoke_access_token(&self, id: &str, secret: &str, token: &str) {
+        let resp = self
+            .http
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth(id, Some(secret))
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "revocation failed: {}",
+            resp.status()
+        );
+    }
+
+    /// The provider's signing keys, to verify what it issued.
+    pub async fn jwks(&self) -> Value {
+        self.http
+            .get(format!("{}/jwks", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// How many token requests of `grant_type` the provider refused.
