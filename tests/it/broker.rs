@@ -549,3 +549,90 @@ async fn an_opaque_machine_token_passes_by_introspection_until_it_is_revoked() {
         "refused once the cached answer (1 s) is gone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_token_service_gets_a_fresh_id_token_not_an_expired_one() {
+    let stack = Stack::start_with(
+        |p| p.config = json!({ "id_token_ttl": 120 }),
+        |g| g.session_yaml = "  idle_timeout: 8h".into(),
+    )
+    .await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let (_, first, _) = stack.tokens_of(&b).await;
+    assert_eq!(
+        b.fetch(Method::GET, "/api/id/1").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(last_bearer(&stack), first);
+    // The ID token lives two minutes, the access token five: at 90 s only the ID token is
+    // due, and the service gets a new one rather than one about to expire.
+    stack.gateway.clock.advance(Duration::from_secs(90));
+    // The provider's clock is the real one: a second later its new ID token differs (same
+    // claims within one second would sign to the same bytes).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        b.fetch(Method::GET, "/api/id/2").await.status,
+        StatusCode::OK
+    );
+    let renewed = last_bearer(&stack);
+    assert_ne!(renewed, first);
+    let claims = verified_claims(&stack.provider, &renewed).await;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["aud"], "sallyport");
+    assert_eq!(stack.provider.grants("refresh_token").await, 1);
+    // A user service does not care about the ID token: no refresh for it.
+    assert_eq!(
+        b.fetch(Method::GET, "/api/echo/3").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(stack.provider.grants("refresh_token").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_failures_answer_503_and_a_refused_gateway_token_502() {
+    let stack = Stack::start_with(broker_provider, |g| {
+        broker_gateway(g);
+        g.services_yaml.push_str(&format!(
+            "  unknown:\n    url: {}\n    token: {{ kind: client_credentials, resource: \"https://unknown.example.com\" }}\n",
+            g.upstream
+        ));
+        g.extra_yaml.push_str(
+            "  - path: /api/unknown/*\n    service: unknown\n    upstream_path: /echo/*\n    auth: none\n",
+        );
+    })
+    .await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    // The provider refuses the gateway's own request: 502, the reason only in the log.
+    let page = b.fetch(Method::GET, "/api/unknown/x").await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert_eq!(page.json()["error"], "provider_error");
+    assert!(!page.body.contains("invalid_target"));
+
+    // The provider fails: 503, for the exchange and for client credentials, and the session stays.
+    stack.provider.set_faults(&[("token_status", "500")]).await;
+    for path in ["/api/billing/x", "/api/reports/x"] {
+        let page = b.fetch(Method::GET, path).await;
+        assert_eq!(
+            page.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            page.body
+        );
+        assert_eq!(page.json()["error"], "provider_unavailable");
+    }
+    assert!(
+        stack.upstream.seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+    stack.provider.set_faults(&[]).await;
+    assert_eq!(
+        b.fetch(Method::GET, "/api/billing/x").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.fetch(Method::GET, "/api/reports/x").await.status,
+        StatusCode::OK
+    );
+}
