@@ -565,17 +565,13 @@ impl Provider {
         code: &str,
         code_verifier: &str,
     ) -> Result<TokenResponse, TokenError> {
-        let metadata = self
-            .metadata()
-            .await
-            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
-        let form = vec![
+        self.token_request(vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", code_verifier),
-        ];
-        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+        ])
+        .await
     }
 
     /// Redeems a refresh token (RFC 6749 §6). No `scope` is sent, so the provider keeps the
@@ -584,15 +580,11 @@ impl Provider {
     /// # Errors
     /// Refused by the provider (the session is over), or the provider unavailable.
     pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenResponse, TokenError> {
-        let metadata = self
-            .metadata()
-            .await
-            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
-        let form = vec![
+        self.token_request(vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
-        ];
-        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+        ])
+        .await
     }
 
     /// Asks for Sallyport's own token for `spec`'s target (RFC 6749 §4.4, client
@@ -604,14 +596,8 @@ impl Provider {
         &self,
         spec: &crate::config::TokenSpec,
     ) -> Result<TokenResponse, TokenError> {
-        let metadata = self
-            .metadata()
+        self.target_request(vec![("grant_type", "client_credentials")], spec)
             .await
-            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
-        let scope = spec.scopes.join(" ");
-        let mut form = vec![("grant_type", "client_credentials")];
-        token::target_params(spec, &scope, &mut form);
-        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
     }
 
     /// Exchanges a user's token for one meant for `spec`'s target (RFC 8693 §2.1).
@@ -625,18 +611,13 @@ impl Provider {
         subject: crate::config::SubjectToken,
         spec: &crate::config::TokenSpec,
     ) -> Result<TokenResponse, TokenError> {
-        let metadata = self
-            .metadata()
-            .await
-            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
-        let scope = spec.scopes.join(" ");
         let subject_type = match subject {
             crate::config::SubjectToken::AccessToken => {
                 "urn:ietf:params:oauth:token-type:access_token"
             }
             crate::config::SubjectToken::IdToken => "urn:ietf:params:oauth:token-type:id_token",
         };
-        let mut form = vec![
+        let form = vec![
             (
                 "grant_type",
                 "urn:ietf:params:oauth:grant-type:token-exchange",
@@ -648,8 +629,32 @@ impl Provider {
                 "urn:ietf:params:oauth:token-type:access_token",
             ),
         ];
-        token::target_params(spec, &scope, &mut form);
+        self.target_request(form, spec).await
+    }
+
+    /// POSTs a grant to the token endpoint.
+    async fn token_request(
+        &self,
+        form: Vec<(&'static str, &str)>,
+    ) -> Result<TokenResponse, TokenError> {
+        let metadata = self
+            .metadata()
+            .await
+            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
         token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+    }
+
+    /// POSTs a grant for `spec`'s target (`scope`, `resource`, `audience`) to the token
+    /// endpoint.
+    async fn target_request(
+        &self,
+        form: Vec<(&'static str, &str)>,
+        spec: &crate::config::TokenSpec,
+    ) -> Result<TokenResponse, TokenError> {
+        let scope = spec.scopes.join(" ");
+        let mut form = form;
+        token::target_params(spec, &scope, &mut form);
+        self.token_request(form).await
     }
 
     /// Validates an opaque bearer a client sent itself by introspection (RFC 7662, Sallyport

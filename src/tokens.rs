@@ -149,6 +149,15 @@ impl Broker {
     }
 }
 
+/// The session under `key` as the store holds it now; [`TokenFailure::SessionEnded`] when it
+/// is gone.
+async fn current(
+    sessions: &crate::session::manager::Sessions,
+    key: crate::session::StoreKey,
+) -> Result<std::sync::Arc<SessionRecord>, TokenFailure> {
+    sessions.load(&key).await?.ok_or(TokenFailure::SessionEnded)
+}
+
 /// A digest of a service's token settings: stable across instances and versions, so that a
 /// token obtained under other settings (another audience, more scopes) is recognised as such.
 fn digest(spec: &TokenSpec) -> String {

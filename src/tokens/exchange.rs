@@ -59,9 +59,7 @@ impl Broker {
             .key;
         let work = self.exchange_holding_lock(sessions, target, key, plan);
         let landed = || async move {
-            let Some(record) = sessions.load(&key).await? else {
-                return Err(TokenFailure::SessionEnded);
-            };
+            let record = super::current(sessions, key).await?;
             let now = sessions.clock().unix();
             Ok(self
                 .usable(plan, &record, now)
@@ -76,9 +74,7 @@ impl Broker {
             return Ok(session);
         }
         // Stalled: a token that has not expired yet still does.
-        let Some(record) = sessions.load(&key).await? else {
-            return Err(TokenFailure::SessionEnded);
-        };
+        let record = super::current(sessions, key).await?;
         let now = sessions.clock().unix();
         match record.service_tokens.get(&plan.name) {
             Some(t) if t.spec == plan.digest && t.expires_at > now => Ok(Loaded { key, record }),
@@ -96,9 +92,7 @@ impl Broker {
         plan: &Plan,
     ) -> Result<Loaded, TokenFailure> {
         // Another request (here or at another instance) may have exchanged meanwhile.
-        let Some(record) = sessions.load(&key).await? else {
-            return Err(TokenFailure::SessionEnded);
-        };
+        let record = super::current(sessions, key).await?;
         let now = sessions.clock().unix();
         if self.usable(plan, &record, now) {
             return Ok(Loaded { key, record });

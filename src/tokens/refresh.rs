@@ -49,9 +49,7 @@ impl Broker {
     ) -> Result<Loaded, TokenFailure> {
         let work = self.refresh_holding_lock(sessions, provider, key, id_token);
         let landed = || async move {
-            let Some(record) = sessions.load(&key).await? else {
-                return Err(TokenFailure::SessionEnded);
-            };
+            let record = super::current(sessions, key).await?;
             let now = sessions.clock().unix();
             Ok((!self.needs_refresh(&record, now, id_token)).then_some(Loaded { key, record }))
         };
@@ -73,9 +71,7 @@ impl Broker {
         id_token: bool,
     ) -> Result<Loaded, TokenFailure> {
         // Another request may have refreshed while this one waited for the lock.
-        let Some(record) = sessions.load(&key).await? else {
-            return Err(TokenFailure::SessionEnded);
-        };
+        let record = super::current(sessions, key).await?;
         let now = sessions.clock().unix();
         if !self.needs_refresh(&record, now, id_token) {
             return Ok(Loaded { key, record });
@@ -152,9 +148,7 @@ impl Broker {
         sessions: &Sessions,
         key: StoreKey,
     ) -> Result<Loaded, TokenFailure> {
-        let Some(record) = sessions.load(&key).await? else {
-            return Err(TokenFailure::SessionEnded);
-        };
+        let record = super::current(sessions, key).await?;
         let now = sessions.clock().unix();
         if record.access_expires_at.is_some_and(|exp| exp > now) {
             return Ok(Loaded { key, record });

@@ -78,6 +78,25 @@ fn last_bearer(stack: &Stack) -> String {
         .to_owned()
 }
 
+/// The broker's stack, and alice, logged in, after her first call to the exchange service.
+async fn alice_called_billing() -> (Stack, Browser) {
+    let stack = Stack::start_with(broker_provider, broker_gateway).await;
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    assert_eq!(
+        b.fetch(Method::GET, "/api/billing/1").await.status,
+        StatusCode::OK
+    );
+    (stack, b)
+}
+
+fn all_ok(statuses: &[StatusCode]) {
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+}
+
 fn audiences(claims: &Value) -> Vec<String> {
     match &claims["aud"] {
         Value::String(a) => vec![a.clone()],
@@ -150,11 +169,7 @@ async fn fifty_concurrent_calls_on_one_session_make_one_exchange() {
                 .status
         }
     });
-    let statuses = futures_util::future::join_all(calls).await;
-    assert!(
-        statuses.iter().all(|s| *s == StatusCode::OK),
-        "{statuses:?}"
-    );
+    all_ok(&futures_util::future::join_all(calls).await);
     assert_eq!(
         stack.provider.grants(EXCHANGE).await,
         1,
@@ -170,13 +185,7 @@ async fn fifty_concurrent_calls_on_one_session_make_one_exchange() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_exchanged_token_is_exchanged_again_without_a_new_login() {
-    let stack = Stack::start_with(broker_provider, broker_gateway).await;
-    let b = stack.browser();
-    b.login("alice", "/").await;
-    assert_eq!(
-        b.fetch(Method::GET, "/api/billing/1").await.status,
-        StatusCode::OK
-    );
+    let (stack, b) = alice_called_billing().await;
     let first = last_bearer(&stack);
     // Ten minutes later (the provider's tokens live five): due again, and so is the user's
     // own token, which is refreshed first so that the exchange presents a valid one.
@@ -339,13 +348,7 @@ async fn services_get_the_claims_they_ask_for_and_client_copies_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn background_refresh_renews_a_quiet_session_before_its_next_call() {
-    let stack = Stack::start_with(broker_provider, broker_gateway).await;
-    let b = stack.browser();
-    b.login("alice", "/").await;
-    assert_eq!(
-        b.fetch(Method::GET, "/api/billing/1").await.status,
-        StatusCode::OK
-    );
+    let (stack, b) = alice_called_billing().await;
     let (before, _, _) = stack.tokens_of(&b).await;
     // Four minutes and a half of quiet: the user's token (five minutes) and the exchanged one
     // are due within the minute before they expire.
@@ -463,11 +466,7 @@ async fn two_instances_on_one_redis_exchange_once_and_share_one_client_credentia
             via.fetch(Method::GET, path).await.status
         }
     });
-    let statuses = futures_util::future::join_all(calls).await;
-    assert!(
-        statuses.iter().all(|s| *s == StatusCode::OK),
-        "{statuses:?}"
-    );
+    all_ok(&futures_util::future::join_all(calls).await);
     assert_eq!(
         stack.provider.grants(EXCHANGE).await,
         1,

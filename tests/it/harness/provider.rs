@@ -186,11 +186,16 @@ impl Provider {
 
     /// Revokes an access token at the provider (RFC 7009), as the client it was issued to.
     pub async fn revoke_access_token(&self, id: &str, secret: &str, token: &str) {
+        self.revoke_as(id, secret, token, "access_token").await;
+    }
+
+    /// Revokes `token` (RFC 7009) as client `id`.
+    async fn revoke_as(&self, id: &str, secret: &str, token: &str, hint: &str) {
         let resp = self
             .http
             .post(format!("{}/token/revocation", self.issuer))
             .basic_auth(id, Some(secret))
-            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .form(&[("token", token), ("token_type_hint", hint)])
             .send()
             .await
             .unwrap();
@@ -243,22 +248,13 @@ impl Provider {
 
     /// Revokes a refresh token at the provider (RFC 7009), as an administrator would.
     pub async fn revoke(&self, refresh_token: &str) {
-        let resp = self
-            .http
-            .post(format!("{}/token/revocation", self.issuer))
-            .basic_auth("sallyport", Some(super::CLIENT_SECRET))
-            .form(&[
-                ("token", refresh_token),
-                ("token_type_hint", "refresh_token"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "revocation failed: {}",
-            resp.status()
-        );
+        self.revoke_as(
+            "sallyport",
+            super::CLIENT_SECRET,
+            refresh_token,
+            "refresh_token",
+        )
+        .await;
     }
 }
 
