@@ -365,7 +365,12 @@ pub async fn callback(
         app.sessions.delete(&old.store_key()).await?;
     }
     let (created_at, expires_at) = app.sessions.timestamps();
-    let access_expires_at = tokens.access_expires_at(now, app.config.tokens.default_lifetime);
+    // A token of unknown lifetime is renewed after `tokens.default_lifetime` when there is a
+    // refresh token to renew it with; without one, expiring it would only end the session.
+    let access_expires_at = match &tokens.refresh_token {
+        Some(_) => Some(tokens.access_expires_at(now, app.config.tokens.default_lifetime)),
+        None => tokens.known_expiry(now),
+    };
     let record = SessionRecord {
         v: 1,
         provider: cfg.name.clone(),
@@ -374,7 +379,7 @@ pub async fn callback(
         claims: profile,
         id_token,
         access_token: tokens.access_token,
-        access_expires_at: Some(access_expires_at),
+        access_expires_at,
         refresh_token: tokens.refresh_token,
         id_expires_at: u64::try_from(claims.exp).ok(),
         service_tokens: Default::default(),

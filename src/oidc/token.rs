@@ -44,10 +44,15 @@ impl TokenResponse {
     /// of an access token that is a JWT, else `default` from `now`. A token without a known
     /// end is still renewed, rather than sent until the upstream refuses it.
     pub fn access_expires_at(&self, now: u64, default: std::time::Duration) -> u64 {
+        self.known_expiry(now).unwrap_or(now + default.as_secs())
+    }
+
+    /// When the access token expires, if the provider says: `expires_in`, or the `exp` of an
+    /// access token that is a JWT.
+    pub fn known_expiry(&self, now: u64) -> Option<u64> {
         self.expires_in
             .map(|s| now.saturating_add(s))
             .or_else(|| jwt_exp(self.access_token.expose()))
-            .unwrap_or(now + default.as_secs())
     }
 }
 
@@ -177,4 +182,49 @@ pub(crate) async fn post<T: serde::de::DeserializeOwned>(
     Err(TokenError::Unavailable(
         format!("token endpoint answered {status}").into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use std::time::Duration;
+
+    fn response(access_token: &str, expires_in: Option<u64>) -> TokenResponse {
+        TokenResponse {
+            access_token: AccessToken::new(access_token),
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh_token: None,
+            id_token: None,
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn a_token_without_a_stated_lifetime_still_expires() {
+        let default = Duration::from_secs(300);
+        assert_eq!(
+            response("opaque", Some(60)).access_expires_at(1_000, default),
+            1_060
+        );
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"exp":5000,"sub":"x"}"#);
+        let jwt = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig");
+        assert_eq!(response(&jwt, None).known_expiry(1_000), Some(5_000));
+        assert_eq!(
+            response(&jwt, Some(60)).known_expiry(1_000),
+            Some(1_060),
+            "expires_in first"
+        );
+        assert_eq!(response("opaque", None).known_expiry(1_000), None);
+        assert_eq!(
+            response("opaque", None).access_expires_at(1_000, default),
+            1_300
+        );
+        assert_eq!(
+            response("a.b%.c", None).known_expiry(1_000),
+            None,
+            "not base64: no exp"
+        );
+    }
 }

@@ -350,13 +350,18 @@ async fn services_get_the_claims_they_ask_for_and_client_copies_are_dropped() {
 async fn background_refresh_renews_a_quiet_session_before_its_next_call() {
     let (stack, b) = alice_called_billing().await;
     let (before, _, _) = stack.tokens_of(&b).await;
-    // Four minutes and a half of quiet: the user's token (five minutes) and the exchanged one
-    // are due within the minute before they expire.
+    assert_eq!(
+        b.fetch(Method::GET, "/api/reports/1").await.status,
+        StatusCode::OK
+    );
+    // Four minutes and a half of quiet: the user's token, the exchanged one and the gateway's
+    // own (five minutes each) are due within the minute before they expire.
     stack.gateway.clock.advance(Duration::from_secs(270));
     let renewed = crate::harness::eventually(Duration::from_secs(10), || async {
         let refreshed = stack.provider.grants("refresh_token").await;
         let exchanged = stack.provider.grants(EXCHANGE).await;
-        (refreshed == 1 && exchanged == 2).then_some(())
+        let shared = stack.provider.grants("client_credentials").await;
+        (refreshed == 1 && exchanged == 2 && shared == 2).then_some(())
     })
     .await;
     assert!(
@@ -374,9 +379,14 @@ async fn background_refresh_renews_a_quiet_session_before_its_next_call() {
         b.fetch(Method::GET, "/api/echo/3").await.status,
         StatusCode::OK
     );
+    assert_eq!(last_bearer(&stack), after);
+    assert_eq!(
+        b.fetch(Method::GET, "/api/reports/4").await.status,
+        StatusCode::OK
+    );
     assert_eq!(stack.provider.grants("refresh_token").await, 1);
     assert_eq!(stack.provider.grants(EXCHANGE).await, 2);
-    assert_eq!(last_bearer(&stack), after);
+    assert_eq!(stack.provider.grants("client_credentials").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
