@@ -207,6 +207,14 @@ pub(crate) struct RawService {
     pub(crate) timeout: Option<String>,
     /// Identity headers: header name to claim (default `X-Auth-Request-User/-Email/-Issuer`).
     pub(crate) headers: Option<IndexMap<String, String>>,
+    /// Misplaced: these belong in the `token` map (refused with a message saying so).
+    pub(crate) audience: Option<serde_json::Value>,
+    /// See `audience`.
+    pub(crate) scopes: Option<serde_json::Value>,
+    /// See `audience`.
+    pub(crate) provider: Option<serde_json::Value>,
+    /// See `audience`.
+    pub(crate) resource: Option<serde_json::Value>,
 }
 
 /// `services.<name>.token`: a shorthand kind, or the map of a brokered token.

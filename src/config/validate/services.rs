@@ -80,6 +80,19 @@ impl Validator {
                 Some(RawToken::Kind(kind)) => self.token_shorthand(&key("token"), &kind),
                 Some(RawToken::Spec(spec)) => self.token_spec(&key("token"), spec, providers),
             };
+            for (field, set) in [
+                ("audience", s.audience.is_some()),
+                ("scopes", s.scopes.is_some()),
+                ("provider", s.provider.is_some()),
+                ("resource", s.resource.is_some()),
+            ] {
+                if set {
+                    self.err(
+                        &key(field),
+                        format!("belongs in the token map: token: {{ kind: exchange (or client_credentials), {field}: … }}"),
+                    );
+                }
+            }
             let headers = match s.headers {
                 None => default_identity_headers(),
                 Some(map) => self.identity_headers(&key("headers"), map),

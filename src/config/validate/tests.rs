@@ -669,6 +669,25 @@ fn token_settings_that_cannot_work_are_refused_with_the_fix() {
 }
 
 #[test]
+fn token_settings_on_the_service_itself_point_to_the_token_map() {
+    let e = errors(&with_services(
+        "  orders:\n    url: http://127.0.0.1:7000\n    audience: orders-api\n    scopes: [a]\n",
+        "",
+    ));
+    assert!(
+        has(
+            &e,
+            "services.orders.audience: belongs in the token map: token: { kind: exchange"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "services.orders.scopes: belongs in the token map"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn identity_headers_may_not_overwrite_credentials_or_framing() {
     for name in [
         "Authorization",
