@@ -3,9 +3,12 @@
 //! Key layout, under `session.redis.key_prefix` (default `sallyport:`), where `<key>` is the hex
 //! of the session's store key (SHA-256 of its id):
 //! - `<prefix>s:<key>`: a sealed session; its Redis expiry is the session's idle/absolute end.
+//!   The token broker keeps Sallyport's shared client-credentials tokens here too, sealed the
+//!   same way, `<key>` being a hash of what the token is for; they expire with the token.
 //! - `<prefix>l:<key>`: a pending login (10 minutes), taken once with `GETDEL`.
 //! - `<prefix>logins`: a sorted set of pending-login keys by expiry, to bound their number.
-//! - `<prefix>lock:<key>`: a session's refresh lock, `SET NX PX` with a random token.
+//! - `<prefix>lock:<key>`: a token lock (a session's refresh, a session's exchange for one
+//!   service, a shared token's renewal), `SET NX PX` with a random token.
 //! - `<prefix>u:<owner>`: the set of session keys of a user (`sub`) or provider session
 //!   (`sid`), `<owner>` being a hash of it; it expires with the longest-lived of them.
 //! - `<prefix>j:<key>`: a one-time marker (a logout token's `jti`), until that token expires.
