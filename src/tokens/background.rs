@@ -385,6 +385,40 @@ mod tests {
         assert_eq!(failures, 0, "a success resets the count");
     }
 
+    #[tokio::test]
+    async fn background_renewals_toward_one_provider_are_capped() {
+        let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
+            providers: { main: { issuer: https://id.example.com, client_id: app, client_secret: s } }\n\
+            session: { keys: [\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"] }\n";
+        let config = crate::config::Config::parse(
+            yaml,
+            std::path::Path::new("/"),
+            &HashMap::<String, String>::new(),
+        )
+        .unwrap();
+        let broker = Broker::new(&config);
+        let mut held = Vec::new();
+        for _ in 0..MAX_PER_PROVIDER {
+            held.push(broker.provider_permit("main").await.unwrap());
+        }
+        let one_more = broker.provider_permit("main");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), one_more)
+                .await
+                .is_err(),
+            "a fifth renewal toward the provider waits"
+        );
+        assert!(
+            broker.provider_permit("partner").await.is_some(),
+            "another provider has its own cap"
+        );
+        held.pop();
+        assert!(
+            broker.provider_permit("main").await.is_some(),
+            "and goes on once one ends"
+        );
+    }
+
     #[test]
     fn the_schedule_is_bounded() {
         let s = Schedule::default();
