@@ -386,6 +386,8 @@ pub struct RouteConfig {
     pub max_body: Option<u64>,
     /// Largest total size of the request headers in bytes.
     pub max_headers: u64,
+    /// Claims the session must hold (`require`), checked without a policy.
+    pub require: Option<crate::authz::Require>,
 }
 
 /// `static`.

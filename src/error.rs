@@ -81,6 +81,8 @@ error_codes! {
     CsrfFailed = "csrf_failed", FORBIDDEN, "the request failed the CSRF checks";
     /// A cookie-authenticated WebSocket from another origin.
     ForbiddenOrigin = "forbidden_origin", FORBIDDEN, "the WebSocket request does not come from an allowed origin";
+    /// Logged in, and the route's requirements or policy refuse this user.
+    AccessDenied = "access_denied", FORBIDDEN, "you are logged in, and this is not allowed for you";
     /// The provider refused to exchange this user's token for the service's (RFC 8693).
     TokenExchangeDenied = "token_exchange_denied", FORBIDDEN, "the identity provider does not grant you access to this service";
     /// A CORS preflight from an origin not in `cors.allowed_origins`.

@@ -22,6 +22,7 @@
 //! [`serve`] takes already-bound listeners and a shutdown future, so `main` and the tests run
 //! the same code.
 
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -281,6 +281,17 @@ pub(crate) struct RawRoute {
     pub(crate) max_body: Option<String>,
     /// Largest total of request headers (default `16KiB`).
     pub(crate) max_headers: Option<String>,
+    /// What the session must hold to pass, without a policy.
+    pub(crate) require: Option<RawRequire>,
+}
+
+/// `routes[].require`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequire {
+    /// Claim name to accepted values (one of them must be held).
+    #[serde(default)]
+    pub(crate) claims: IndexMap<String, Vec<String>>,
 }
 
 /// `static`.

@@ -13,7 +13,8 @@
 //!    the session cookie (`401 not_authenticated` / `session_expired`, unless `optional`);
 //! 4. **CSRF** for a cookie-authenticated request: unsafe methods need an allowed origin and
 //!    the session's token (the origin alone for pages under no route), WebSocket upgrades an
-//!    allowed origin (`403`);
+//!    allowed origin (`403`); then **authorization** (`authz`): the route's `require` met, or
+//!    `403 access_denied` (an `optional` route with requirements needs a session: `401`);
 //! 5. **token**: the token the route's service receives (`tokens`): the session's own,
 //!    refreshed when about to expire; one exchanged for the service (cached in the session);
 //!    or Sallyport's own client-credentials token.
@@ -215,6 +216,7 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
             match app.sessions.lookup(ask.headers).await? {
                 Lookup::Found(s) => {
                     csrf(app, &ask, route.is_some(), &s.record.csrf_token)?;
+                    authorize(route.as_ref(), &s)?;
                     let s = match &route {
                         Some(m) => session_token(app, s, m.route.service).await?,
                         None => s,
@@ -224,8 +226,12 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
                         .watch(s.key, &s.record, app.sessions.clock().unix());
                     Identity::Session(s)
                 }
-                Lookup::NoCookie if mode == AuthMode::Optional => Identity::Anonymous,
-                Lookup::Ended if mode == AuthMode::Optional => Identity::Anonymous,
+                // An optional route with requirements has nothing to check them on.
+                Lookup::NoCookie | Lookup::Ended
+                    if mode == AuthMode::Optional && !requires(route.as_ref()) =>
+                {
+                    Identity::Anonymous
+                }
                 Lookup::NoCookie => return Err(ApiError::new(ErrorCode::NotAuthenticated)),
                 Lookup::Ended => return Err(expired(app)),
             }
@@ -247,6 +253,21 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
         identity,
         shared,
     }))
+}
+
+/// Whether the route has requirements (`require`) a caller must meet.
+fn requires(route: Option<&Match<'_>>) -> bool {
+    route.is_some_and(|m| m.route.require.is_some())
+}
+
+/// Step 4b: the route's requirements, for a caller known by their session (`403` when not met).
+fn authorize(route: Option<&Match<'_>>, session: &Loaded) -> Result<(), ApiError> {
+    match route.and_then(|m| m.route.require.as_ref()) {
+        Some(require) if !require.is_met(&session.record.claims) => {
+            Err(ApiError::new(ErrorCode::AccessDenied))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Header size, declared body size and method, before anything reads the store.

@@ -319,7 +319,7 @@ pub async fn callback(
             })
         })?;
 
-    // The profile, and the claims services receive as identity headers.
+    // The profile, the claims services receive as identity headers, and those routes require.
     let kept: Vec<&str> = PROFILE_CLAIMS
         .iter()
         .copied()
@@ -332,6 +332,13 @@ pub async fn callback(
                     crate::config::Claim::Named(name) => Some(name.as_str()),
                     _ => None,
                 }),
+        )
+        .chain(
+            app.config
+                .routes
+                .iter()
+                .filter_map(|r| r.require.as_ref())
+                .flat_map(crate::authz::Require::claim_names),
         )
         .collect();
     let mut profile = serde_json::Map::new();

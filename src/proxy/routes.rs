@@ -36,6 +36,8 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// Largest total size of the request headers in bytes.
     pub max_headers: u64,
+    /// Claims the session must hold.
+    pub require: Option<crate::authz::Require>,
 }
 
 /// A matched route and the upstream path for the request.
@@ -95,6 +97,7 @@ impl RouteTable {
                         .expect("method names are header-safe"),
                     max_body: c.max_body,
                     max_headers: c.max_headers,
+                    require: c.require.clone(),
                 }
             })
             .collect();
@@ -265,6 +268,7 @@ mod tests {
                 methods: None,
                 max_body: None,
                 max_headers: 16 * 1024,
+                require: None,
             })
             .collect();
         RouteTable::new(&configs)

@@ -6,6 +6,7 @@
 mod harness;
 
 mod attacks;
+mod authz;
 mod backchannel;
 mod bearer;
 mod broker;

@@ -81,6 +81,7 @@ const ACCOUNTS = new Map([
       preferred_username: 'alice',
       email: 'alice@example.com',
       email_verified: true,
+      roles: ['admin', 'billing'],
     },
   }],
   ['bob', {
@@ -89,6 +90,7 @@ const ACCOUNTS = new Map([
       sub: 'bob',
       name: 'Bob Example',
       email: 'bob@example.com',
+      roles: ['viewer'],
     },
   }],
   // Claims crafted to inject headers wherever a gateway copies them into one.
@@ -248,7 +250,7 @@ const provider = new Provider(issuer, {
 
   claims: {
     openid: ['sub'],
-    profile: ['name', 'preferred_username'],
+    profile: ['name', 'preferred_username', 'roles'],
     email: ['email', 'email_verified'],
   },
 

@@ -95,6 +95,9 @@ impl Validator {
             if let (Some(service), Some(auth)) = (service, auth) {
                 self.route_and_token(&key("auth"), auth, &services[service]);
             }
+            let require = r
+                .require
+                .and_then(|req| self.require(&key("require"), req, auth));
             if let (Some(path), Some(service), Some(auth)) = (path, service, auth) {
                 out.push(RouteConfig {
                     path,
@@ -104,6 +107,7 @@ impl Validator {
                     methods,
                     max_body,
                     max_headers,
+                    require,
                 });
             }
         }
@@ -112,6 +116,51 @@ impl Validator {
 }
 
 impl Validator {
+    /// `routes[].require`: claim names with the values one of which the session must hold.
+    fn require(
+        &mut self,
+        key: &str,
+        raw: crate::config::raw::RawRequire,
+        auth: Option<AuthMode>,
+    ) -> Option<crate::authz::Require> {
+        match auth {
+            Some(AuthMode::None) => {
+                self.err(
+                    key,
+                    "needs a session to check, and auth: none reads none; use auth: session",
+                );
+                return None;
+            }
+            Some(AuthMode::SessionOrBearer) => {
+                self.err(
+                    key,
+                    "checks the session's claims, and a machine client's bearer has none here; give machine clients a route of their own",
+                );
+                return None;
+            }
+            _ => {}
+        }
+        if raw.claims.is_empty() {
+            self.err(
+                key,
+                "expected claims: { <claim>: [<value>, …] }, e.g. claims: { roles: [admin] }",
+            );
+            return None;
+        }
+        let mut claims = Vec::new();
+        for (claim, values) in raw.claims {
+            if claim.trim().is_empty() || values.is_empty() || values.iter().any(String::is_empty) {
+                self.err(
+                    &format!("{key}.claims.{claim}"),
+                    "expected a claim name and a non-empty list of accepted values, e.g. roles: [admin]",
+                );
+                continue;
+            }
+            claims.push((claim, values));
+        }
+        Some(crate::authz::Require { claims })
+    }
+
     /// A route's `auth` must give its service's token something to work with.
     fn route_and_token(&mut self, key: &str, auth: AuthMode, service: &ServiceConfig) {
         if service.token.kind != TokenKind::Exchange {

@@ -757,3 +757,50 @@ fn exchange_services_need_a_session_route() {
         "{e:?}"
     );
 }
+
+#[test]
+fn route_requirements_name_claims_and_need_a_session() {
+    let routes = |auth: &str, require: &str| {
+        base().replace(
+            "    upstream_path: /v1/orders/*",
+            &format!("    upstream_path: /v1/orders/*\n    auth: {auth}\n    require: {require}"),
+        )
+    };
+    let c = Config::parse(
+        &routes(
+            "session",
+            "{ claims: { roles: [admin, owner], groups: [ops] } }",
+        ),
+        Path::new("/"),
+        &env(),
+    )
+    .unwrap();
+    let require = c.routes[0].require.as_ref().unwrap();
+    assert_eq!(
+        require.claims,
+        [
+            (
+                "roles".to_owned(),
+                vec!["admin".to_owned(), "owner".to_owned()]
+            ),
+            ("groups".to_owned(), vec!["ops".to_owned()])
+        ]
+    );
+    let e = errors(&routes("none", "{ claims: { roles: [admin] } }"));
+    assert!(
+        has(&e, "routes[0].require: needs a session to check"),
+        "{e:?}"
+    );
+    let e = errors(&routes("session", "{ claims: { roles: [] } }"));
+    assert!(
+        has(
+            &e,
+            "routes[0].require.claims.roles: expected a claim name and a non-empty list"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&routes("session", "{ claims: {} }"));
+    assert!(has(&e, "routes[0].require: expected claims:"), "{e:?}");
+    let e = errors(&routes("session", "{ roles: [admin] }"));
+    assert!(has(&e, "routes[0].require.roles: unknown key"), "{e:?}");
+}
