@@ -9,13 +9,17 @@
 // Accounts: alice / secret, bob / secret, and mallory / secret, whose claims carry CR/LF. Consent is granted automatically.
 // The token broker's counterparts (all optional PROVIDER_CONFIG keys):
 //   resources: { "<resource URL>": { "scope": "a b", "format": "jwt" | "opaque" } }
-//     client credentials with RFC 8707 resource indicators; the token's aud is the resource
+//     client credentials with RFC 8707 resource indicators (`resource`, or `audience` as an
+//     alias); the token's aud is the resource. Without either the token is opaque, with no aud.
 //   exchange_audiences: { "<audience>": { "scope": "a b" } }
 //     RFC 8693 token exchange (urn:ietf:params:oauth:grant-type:token-exchange) for clients with
 //     that grant type: a user's access or ID token of this provider for a JWT access token
 //     with that aud, the user's sub and act: { sub: <client> }
 //   exchange_deny_subjects: ["bob"]   the exchange refuses these users (403 access_denied)
 //   exchange_token_ttl: seconds       lifetime of exchanged tokens (default access_token_ttl)
+// Any authenticated client may introspect any opaque token; a token is revoked (RFC 7009) at
+// /token/revocation by the client it was issued to. JWT access tokens are not stored: they
+// can be neither introspected nor revoked (unsupported_token_type).
 // Test-only endpoints: GET /__test/stats, POST /__test/reset, POST /__test/faults (a form:
 // discovery_delay_ms, token_delay_ms, token_status, token_error; empty values clear them).
 
@@ -56,6 +60,7 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TOKEN_TYPE = {
   access_token: 'urn:ietf:params:oauth:token-type:access_token',
   id_token: 'urn:ietf:params:oauth:token-type:id_token',
+  jwt: 'urn:ietf:params:oauth:token-type:jwt',
 };
 
 const clients = Array.isArray(config.clients) ? config.clients : [{
@@ -263,8 +268,16 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      // Logins ask for no resource: their access tokens stay opaque, for userinfo.
-      defaultResource: async (ctx, client, oneOf) => oneOf,
+      // Logins ask for no resource: their access tokens stay opaque, for userinfo. Client
+      // credentials take `audience` for `resource`, as many providers do (the grant's own
+      // parameters do not include it, so it is read from the raw form).
+      async defaultResource(ctx, client, oneOf) {
+        if (oneOf) return oneOf;
+        if (ctx.oidc.route === 'token' && ctx.oidc.params.grant_type === 'client_credentials') {
+          return ctx.oidc.body?.audience || undefined;
+        }
+        return undefined;
+      },
       useGrantedResource: async () => false,
       async getResourceServerInfo(ctx, resourceIndicator) {
         const info = resources[resourceIndicator];
@@ -320,8 +333,11 @@ ${form}
   // Rotate on every use: presenting an already rotated refresh token revokes the grant.
   rotateRefreshToken: () => true,
 
+  // Access tokens for a resource server (client credentials, token exchange) live as long as
+  // it says; all others access_token_ttl.
   ttl: {
-    AccessToken: accessTokenTtl,
+    AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? accessTokenTtl,
+    ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? accessTokenTtl,
     IdToken: idTokenTtl,
     RefreshToken: refreshTokenTtl,
     AuthorizationCode: 60,
@@ -343,6 +359,7 @@ ${form}
 // RFC 8693 token exchange, as a custom grant
 // ---------------------------------------------------------------------------
 
+// "This provider refuses this user": 403, unlike the other token endpoint errors.
 class AccessDenied extends errors.OIDCProviderError {
   constructor(description) {
     super(403, 'access_denied');
@@ -350,43 +367,70 @@ class AccessDenied extends errors.OIDCProviderError {
   }
 }
 
+/** One value of a parameter that may be repeated; invalid_target for several. */
+function single(value) {
+  if (!Array.isArray(value)) return value;
+  if (value.length > 1) throw new errors.InvalidTarget('only one audience or resource is supported');
+  return value[0];
+}
 
-/** The account a subject token of this provider stands for; invalid_grant otherwise. */
+/**
+ * The account a subject token of this provider stands for; invalid_grant otherwise. An access
+ * token is one this provider stores (opaque) and would introspect as active: not expired, not
+ * revoked, its session and grant still there. An ID token must be signed by this provider and
+ * issued to the requesting client (its aud), and not be expired.
+ */
 async function subjectOf(ctx, token, type) {
+  const invalid = (why) => new errors.InvalidGrant(`subject_token ${why}`);
   if (type === TOKEN_TYPE.access_token) {
-    const found = await provider.AccessToken.find(token, { ignoreSessionBinding: true });
-    if (!found || found.isExpired || !found.accountId) throw new errors.InvalidGrant('subject token invalid');
+    const found = await provider.AccessToken.find(token);
+    if (!found?.isValid || !found.accountId) throw invalid('invalid, expired or revoked');
+    if (found.grantId) {
+      const grant = await provider.Grant.find(found.grantId);
+      if (!grant || grant.clientId !== found.clientId || grant.accountId !== found.accountId) {
+        throw invalid('grant revoked');
+      }
+    }
     return found.accountId;
   }
   if (type === TOKEN_TYPE.id_token) {
-    const client = await provider.Client.find(String(ctx.oidc.client.clientId));
     let payload;
     try {
-      ({ payload } = await provider.IdToken.validate(token, client));
-    } catch {
-      throw new errors.InvalidGrant('subject token invalid');
+      ({ payload } = await provider.IdToken.validate(token, ctx.oidc.client));
+    } catch (err) {
+      throw invalid(`invalid (${err.message})`);
     }
-    if (!payload.sub || payload.exp * 1000 < Date.now()) throw new errors.InvalidGrant('subject token expired');
+    // IdToken.validate ignores exp (it serves id_token_hint).
+    if (!payload.exp || payload.exp * 1000 <= Date.now()) throw invalid('expired');
     return payload.sub;
   }
   throw new errors.InvalidRequest('unsupported subject_token_type');
 }
 
-provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+async function tokenExchange(ctx) {
   const { client, params } = ctx.oidc;
+  // Unreachable in practice: the token endpoint refuses a grant type the client lacks before
+  // it gets here (with invalid_request, made unauthorized_client below).
   if (!client.grantTypeAllowed(TOKEN_EXCHANGE)) throw new errors.UnauthorizedClient();
   if (!params.subject_token || !params.subject_token_type) {
     throw new errors.InvalidRequest('subject_token and subject_token_type are required');
   }
+  if (params.requested_token_type
+    && ![TOKEN_TYPE.access_token, TOKEN_TYPE.jwt].includes(params.requested_token_type)) {
+    throw new errors.InvalidRequest('only access tokens are issued');
+  }
   const accountId = await subjectOf(ctx, params.subject_token, params.subject_token_type);
-  const audience = params.audience ?? params.resource;
-  const target = audience ? exchangeAudiences[audience] : undefined;
+
+  const audience = single(params.audience) ?? single(params.resource);
+  const target = audience && Object.hasOwn(exchangeAudiences, audience) ? exchangeAudiences[audience] : undefined;
   if (!target) throw new errors.InvalidTarget('unknown audience');
-  const allowed = new Set((target.scope ?? '').split(' ').filter(Boolean));
-  const requested = params.scope ? params.scope.split(' ').filter(Boolean) : [...allowed];
+  const allowed = new Set(String(target.scope ?? '').split(' ').filter(Boolean));
+  const requested = params.scope ? [...new Set(params.scope.split(' ').filter(Boolean))] : [...allowed];
   if (requested.some((s) => !allowed.has(s))) throw new errors.InvalidScope('scope not allowed for this audience');
   if (exchangeDenied.has(accountId)) throw new AccessDenied('this user may not have a token for that audience');
 
+  // A JWT access token signed like oidc-provider's own (typ at+jwt, kid of /jwks); its act
+  // claim comes from extraTokenClaims.
   const token = new provider.AccessToken({
     accountId,
     client,
@@ -408,7 +452,26 @@ provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
     expires_in: token.expiration,
     scope: token.scope,
   };
-}, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope', 'actor_token', 'actor_token_type']);
+}
+
+// grant.success and grant.error are emitted for this grant like for the built-in ones.
+provider.registerGrantType(
+  TOKEN_EXCHANGE,
+  tokenExchange,
+  ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope', 'actor_token', 'actor_token_type'],
+  ['audience', 'resource'],
+);
+
+// The token endpoint answers a client without the grant type invalid_request; RFC 6749 §5.2
+// says unauthorized_client.
+provider.use(async (ctx, next) => {
+  await next();
+  const { oidc } = ctx;
+  if (oidc?.route === 'token' && oidc.params?.grant_type === TOKEN_EXCHANGE && oidc.client
+    && !oidc.client.grantTypeAllowed(TOKEN_EXCHANGE) && ctx.body?.error === 'invalid_request') {
+    ctx.body = { error: 'unauthorized_client', error_description: 'the client may not exchange tokens' };
+  }
+});
 
 provider.on('grant.success', (ctx) => count(stats.grants, ctx));
 provider.on('grant.error', (ctx) => count(stats.grant_errors, ctx));
