@@ -1,85 +1,117 @@
 //! Authorization: whether a logged-in caller may do what a request asks (`403` when not).
 //!
-//! Today a route's `require: { claims: … }`, checked against the session's claims without a
-//! policy engine. Admission asks after the caller is known and the request passed CSRF, and
-//! before any token is obtained for the service, so a refused request costs no provider call
-//! and never reaches the upstream.
+//! Two ways a route says who may pass, both asked by admission after the caller is known and
+//! the request passed CSRF, and before any token is obtained for the service, so that a
+//! refused request costs no provider call and never reaches the upstream:
+//! - `require: { claims: … }` ([`Require`]): the session's claims, without a policy engine;
+//! - `authz: { pdp, resource, action }` ([`RouteAuthz`]): a policy decision point, asked an
+//!   OpenID AuthZEN 1.0 question ([`Question`]) built from the session (the subject), the
+//!   route (resource and action) and the request (context). Remote PDPs ([`remote`]) are
+//!   asked over HTTP through a decision cache; they fail closed (`503 pdp_unavailable`).
+//!
+//! The PDP never receives a token: the subject is the session's `sub` and configured claims.
 
-use serde_json::Value;
+mod embedded;
+pub mod question;
+pub mod remote;
+mod require;
+mod step_up;
 
-/// `routes[].require`: every listed claim must hold one of its accepted values.
+use std::sync::Arc;
+
+pub use embedded::Embedded;
+pub use question::{Actions, Question, RouteAuthz, Subject, Template};
+pub use require::Require;
+pub use step_up::{StepUp, is_acr};
+
+use crate::config::{Config, PdpRef};
+
+/// A PDP's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Require {
-    /// Claim name, and the values of which the session's claim must hold at least one.
-    pub claims: Vec<(String, Vec<String>)>,
+pub struct Decision {
+    /// Whether the request may pass.
+    pub permit: bool,
+    /// The PDP's reason for the user (AuthZEN `context.reason_user`), checked to be short
+    /// text: a string, or an object of strings by language. Its internal reason
+    /// (`reason_admin`) is logged, never kept here.
+    pub reason_user: Option<Arc<serde_json::Value>>,
 }
 
-impl Require {
-    /// The claims a session must keep for this check.
-    pub fn claim_names(&self) -> impl Iterator<Item = &str> {
-        self.claims.iter().map(|(name, _)| name.as_str())
-    }
-
-    /// Whether `claims` meet the requirement: for each listed claim, the session's value (a
-    /// string, or an array of strings) is, or contains, one of the accepted values. A missing
-    /// claim, or one of another type, does not.
-    pub fn is_met(&self, claims: &serde_json::Map<String, Value>) -> bool {
-        self.claims.iter().all(|(name, accepted)| {
-            let held = |v: &str| accepted.iter().any(|a| a == v);
-            match claims.get(name) {
-                Some(Value::String(s)) => held(s),
-                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(held),
-                _ => false,
-            }
-        })
-    }
+/// Why no decision could be had: the request fails closed.
+#[derive(Debug, thiserror::Error)]
+pub enum PdpError {
+    /// The PDP could not be reached, timed out, or answered something that is not an AuthZEN
+    /// decision.
+    #[error("policy decision point {pdp}: {why}")]
+    Unavailable {
+        /// The PDP's name.
+        pdp: String,
+        /// What went wrong (no token, no request body).
+        why: String,
+    },
+    /// The token Sallyport presents to the PDP could not be had.
+    #[error("policy decision point {pdp}: no token for it: {cause}")]
+    NoToken {
+        /// The PDP's name.
+        pdp: String,
+        /// The broker's failure.
+        cause: crate::tokens::TokenFailure,
+    },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The decision points routes ask.
+#[derive(Debug)]
+pub struct Authz {
+    remote: Vec<remote::Pdp>,
+    /// The embedded engine, when `authz.policies` is set.
+    pub embedded: Option<Embedded>,
+    /// How the subject is described.
+    pub subject: crate::config::SubjectConfig,
+}
 
-    fn require(claims: &[(&str, &[&str])]) -> Require {
-        Require {
-            claims: claims
+impl Authz {
+    /// The configured decision points.
+    pub fn new(config: &Config, http: &reqwest::Client) -> Self {
+        Self {
+            remote: config
+                .authz
+                .pdps
                 .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
+                .enumerate()
+                .map(|(i, p)| remote::Pdp::new(p, config.services.len() + i, http.clone()))
                 .collect(),
+            embedded: config.authz.policies.as_ref().map(|file| {
+                Embedded::parse(&file.text, &file.path.display().to_string())
+                    .expect("config validation parsed the policies")
+            }),
+            subject: config.authz.subject.clone(),
         }
     }
 
-    fn claims(v: Value) -> serde_json::Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!("an object"),
+    /// The decision of `pdp` about `question`. `token` gives the broker's token of a plan,
+    /// for a remote PDP called with one (asked only when the PDP is called).
+    ///
+    /// # Errors
+    /// A remote PDP could not give a decision: the request must fail closed.
+    pub async fn decide<F, Fut>(
+        &self,
+        pdp: PdpRef,
+        question: &Question<'_>,
+        token: F,
+    ) -> Result<Decision, Arc<PdpError>>
+    where
+        F: FnOnce(usize) -> Fut,
+        Fut: std::future::Future<
+                Output = Result<Arc<crate::tokens::SharedToken>, crate::tokens::TokenFailure>,
+            >,
+    {
+        match pdp {
+            PdpRef::Embedded => Ok(self
+                .embedded
+                .as_ref()
+                .expect("config validation checks that policies are configured")
+                .decide(question)),
+            PdpRef::Remote(i) => self.remote[i].decide(question, token).await,
         }
-    }
-
-    #[test]
-    fn every_claim_must_hold_one_of_its_values() {
-        let admin = require(&[("roles", &["admin", "owner"])]);
-        assert!(admin.is_met(&claims(serde_json::json!({"roles": ["viewer", "owner"]}))));
-        assert!(admin.is_met(&claims(serde_json::json!({"roles": "admin"}))));
-        assert!(!admin.is_met(&claims(serde_json::json!({"roles": ["viewer"]}))));
-        assert!(
-            !admin.is_met(&claims(serde_json::json!({"roles": "administrator"}))),
-            "whole values only"
-        );
-        assert!(!admin.is_met(&claims(serde_json::json!({}))), "missing");
-        assert!(
-            !admin.is_met(&claims(serde_json::json!({"roles": {"admin": true}}))),
-            "another type"
-        );
-        assert!(
-            !admin.is_met(&claims(serde_json::json!({"roles": [["admin"]]}))),
-            "nested"
-        );
-        let both = require(&[("roles", &["admin"]), ("groups", &["ops"])]);
-        assert!(both.is_met(&claims(
-            serde_json::json!({"roles": ["admin"], "groups": ["ops"]})
-        )));
-        assert!(!both.is_met(&claims(
-            serde_json::json!({"roles": ["admin"], "groups": ["dev"]})
-        )));
     }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub csrf: CsrfConfig,
     /// `cors`.
     pub cors: CorsConfig,
+    /// `authz`.
+    pub authz: AuthzConfig,
     /// Settings that are valid but probably not what was meant (`check` prints them, `serve`
     /// logs them).
     pub warnings: Vec<ConfigError>,
@@ -388,6 +390,100 @@ pub struct RouteConfig {
     pub max_headers: u64,
     /// Claims the session must hold (`require`), checked without a policy.
     pub require: Option<crate::authz::Require>,
+    /// The policy decision the route asks for (`authz`).
+    pub authz: Option<crate::authz::RouteAuthz>,
+    /// How strong and recent the session's login must be (`step_up`).
+    pub step_up: Option<crate::authz::StepUp>,
+}
+
+/// `authz`: the policy decision points routes ask, and how the subject is described.
+#[derive(Debug, Default)]
+pub struct AuthzConfig {
+    /// `authz.pdps`, in file order; routes refer to them by index.
+    pub pdps: Vec<PdpConfig>,
+    /// `authz.policies`: the Cedar policy file of the embedded engine, read and checked.
+    pub policies: Option<PolicyFile>,
+    /// `authz.subject`.
+    pub subject: SubjectConfig,
+    /// Who answers the SPA's questions (`POST /api/auth/evaluations`): `authz.evaluations.pdp`,
+    /// by default the only decision point there is; `None` when there is none.
+    pub evaluations: Option<PdpRef>,
+}
+
+/// A Cedar policy file, as read when the configuration was checked.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its text (parsed without errors).
+    pub text: String,
+}
+
+/// `authz.pdps.<name>`: a remote OpenID AuthZEN 1.0 policy decision point.
+#[derive(Debug)]
+pub struct PdpConfig {
+    /// The key under `authz.pdps`.
+    pub name: String,
+    /// The base URL; evaluations go to `{url}/access/v1/evaluation`.
+    pub url: Url,
+    /// How Sallyport authenticates to it.
+    pub auth: PdpAuth,
+    /// Time allowed for an answer; past it the request fails closed.
+    pub timeout: Duration,
+    /// The decision cache.
+    pub cache: DecisionCacheConfig,
+}
+
+/// How Sallyport authenticates to a PDP.
+#[derive(Debug)]
+pub enum PdpAuth {
+    /// Not at all (a PDP on a private network).
+    None,
+    /// A static bearer token (from the environment).
+    Bearer(ClientSecret),
+    /// A client-credentials token from the broker.
+    Token(TokenSpec),
+}
+
+/// `authz.pdps.<name>.cache`.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionCacheConfig {
+    /// How long a permit is reused.
+    pub ttl: Duration,
+    /// How long a denial is reused (shorter: a user just granted access waits less).
+    pub deny_ttl: Duration,
+    /// Decisions kept at most.
+    pub max_entries: u64,
+}
+
+/// `authz.subject`: the AuthZEN subject built from the session.
+#[derive(Debug, Clone)]
+pub struct SubjectConfig {
+    /// `subject.type` (default `user`).
+    pub kind: String,
+    /// The claim that gives `subject.id` (default `sub`).
+    pub id: String,
+    /// Claims sent as `subject.properties` (default `roles`, `groups`, `email`).
+    pub properties: Vec<String>,
+}
+
+impl Default for SubjectConfig {
+    fn default() -> Self {
+        Self {
+            kind: "user".into(),
+            id: "sub".into(),
+            properties: ["roles", "groups", "email"].map(String::from).into(),
+        }
+    }
+}
+
+/// Which decision point a route asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdpRef {
+    /// The embedded Cedar engine (`authz.policies`).
+    Embedded,
+    /// A remote PDP: an index into [`AuthzConfig::pdps`].
+    Remote(usize),
 }
 
 /// `static`.

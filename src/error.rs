@@ -75,6 +75,9 @@ error_codes! {
     LoginFailed = "login_failed", UNAUTHORIZED, "the identity provider refused the login";
     /// The userinfo endpoint names another user than the ID token.
     UserinfoMismatch = "userinfo_mismatch", UNAUTHORIZED, "the identity provider's userinfo names another user";
+    /// The route (or its upstream) needs a stronger or more recent login than the session's
+    /// (`login_url` says which).
+    StepUpRequired = "step_up_required", UNAUTHORIZED, "this needs a stronger or more recent login";
     /// A client's own bearer token was refused.
     InvalidToken = "invalid_token", UNAUTHORIZED, "the bearer token was refused";
     /// A state-changing request failed the origin or token check.
@@ -107,6 +110,8 @@ error_codes! {
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE, "the session store is unavailable";
     /// The provider cannot be reached (fail closed).
     ProviderUnavailable = "provider_unavailable", SERVICE_UNAVAILABLE, "the identity provider is unavailable";
+    /// The policy decision point cannot be reached, timed out or answered garbage (fail closed).
+    PdpUnavailable = "pdp_unavailable", SERVICE_UNAVAILABLE, "the policy decision point is unavailable";
     /// The upstream service sent no response headers within its timeout.
     UpstreamTimeout = "upstream_timeout", GATEWAY_TIMEOUT, "the upstream service did not answer in time";
 }
@@ -125,6 +130,8 @@ pub struct ApiError {
     message: Option<Cow<'static, str>>,
     cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Boxed: most errors have none, and a `Result<_, ApiError>` stays small.
+    extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// What the middleware needs to log and render an error.
@@ -136,6 +143,8 @@ pub struct ErrorInfo {
     pub message: Cow<'static, str>,
     /// The internal cause, for the log only.
     pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// More fields of the JSON answer (`reason_user`, `login_url`), safe to show.
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl From<ErrorCode> for ApiError {
@@ -145,6 +154,7 @@ impl From<ErrorCode> for ApiError {
             message: None,
             cause: None,
             headers: Vec::new(),
+            extra: None,
         }
     }
 }
@@ -171,6 +181,20 @@ impl ApiError {
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
+    }
+
+    /// Adds a field to the JSON answer. It is sent to the client: only what page JavaScript
+    /// may read (never a token or an internal reason).
+    pub fn with_field(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extra
+            .get_or_insert_with(Box::default)
+            .insert(name.to_owned(), value);
+        self
+    }
+
+    /// A field added with [`ApiError::with_field`].
+    pub fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.extra.as_ref()?.get(name)
     }
 
     /// The code.
@@ -236,6 +260,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             message: self.message.unwrap_or(Cow::Borrowed(self.code.message())),
             cause: self.cause,
+            extra: self.extra.map(|extra| *extra),
         });
         resp
     }

@@ -1,6 +1,6 @@
 //! The public HTTP surface: the public service, shared state, and the handlers in `http/`.
 //!
-//! Sallyport's own endpoints (`/auth/*`, `/api/auth/session`) take precedence; everything else
+//! Sallyport's own endpoints (`/auth/*`, `/api/auth/session`, `/api/auth/evaluations`) take precedence; everything else
 //! goes straight to the route table (proxy), then to static files, without the router.
 //! Forward-auth (`/auth/verify`) has a listener and router of its own.
 
@@ -12,6 +12,7 @@ pub mod backchannel;
 pub mod client;
 pub mod cors;
 pub mod csrf;
+pub mod evaluations;
 pub mod forward;
 pub mod limits;
 pub mod session_api;
@@ -26,7 +27,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower::ServiceExt as _;
 
+use http::HeaderMap;
+
 use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
 use crate::oidc::Provider;
 use crate::proxy::Proxy;
 use crate::session::manager::Sessions;
@@ -47,6 +51,8 @@ pub struct Shared {
     pub sessions: Arc<Sessions>,
     /// Token refresh.
     pub broker: Broker,
+    /// Policy decision points.
+    pub authz: crate::authz::Authz,
     /// Upstream forwarding.
     pub proxy: Proxy,
     /// Static SPA files, if configured.
@@ -72,9 +78,38 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Whether the browser is loading a page (a login redirect helps), as opposed to a `fetch()`
+/// or XHR (which wants a `401` it can act on).
+pub(crate) fn is_navigation(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match header("sec-fetch-mode") {
+        Some(mode) => mode == "navigate",
+        None => {
+            header("accept").is_some_and(|a| a.contains("text/html"))
+                && !headers.contains_key("x-requested-with")
+        }
+    }
+}
+
+/// Where a navigation refused with `e` should log in, coming back to `uri`: the plain login
+/// for `401 not_authenticated`/`session_expired`, the error's `login_url` for
+/// `step_up_required`; `None` for other refusals (or a `uri` that is no safe place to return
+/// to).
+pub(crate) fn login_for(e: &ApiError, uri: &str, public_url: &url::Url) -> Option<String> {
+    let base = match e.code() {
+        ErrorCode::NotAuthenticated | ErrorCode::SessionExpired => "/auth/login",
+        ErrorCode::StepUpRequired => e.field("login_url")?.as_str()?,
+        _ => return None,
+    };
+    let to = auth::safe_return_to(uri, public_url)?;
+    let to = url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}return_to={to}"))
+}
+
 /// Whether `path` is one of Sallyport's own endpoints (which take precedence over routes).
 pub fn is_own(path: &str) -> bool {
-    path.starts_with("/auth/") || path == "/api/auth/session"
+    path.starts_with("/auth/") || path == "/api/auth/session" || path == "/api/auth/evaluations"
 }
 
 /// The router of Sallyport's own endpoints; any other path under them falls back to the
@@ -92,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/health", get(session_api::health))
         .route("/auth/ready", get(session_api::ready))
         .route("/api/auth/session", get(session_api::session))
+        .route("/api/auth/evaluations", post(evaluations::evaluations))
         .fallback(api::fallback)
         .with_state(state)
 }

@@ -117,6 +117,7 @@ impl Gateway {
         ));
         let shared = Shared {
             broker: tokens::Broker::new(&config),
+            authz: authz::Authz::new(&config, &http),
             proxy: proxy::Proxy::new(&config)?,
             assets: config.static_files.as_ref().map(http::assets::Assets::new),
             limiter: http::limits::RateLimiter::new(

@@ -180,6 +180,16 @@ pub struct LoginRecord {
     pub return_to: String,
     /// When the login started (unix seconds); ID tokens issued before are stale.
     pub started_at: u64,
+    /// The `acr` values asked for (step-up); the ID token's `acr` must be one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values: Vec<String>,
+    /// The `max_age` asked for (seconds); the ID token's `auth_time` must be that recent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    /// Whether a fresh login was asked for (`prompt=login`); the ID token's `auth_time` must
+    /// not be older than the login.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// Why a store call failed. A store that fails makes requests fail closed (`503`).

@@ -171,11 +171,16 @@ fn render(resp: &mut Response, info: &ErrorInfo, correlation_id: &str, html: boo
     let (body, content_type) = if html {
         (error_page(info, correlation_id), "text/html; charset=utf-8")
     } else {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "error": info.code.as_str(),
             "message": info.message,
             "correlation_id": correlation_id,
         });
+        if let (Some(extra), Some(body)) = (&info.extra, json.as_object_mut()) {
+            for (name, value) in extra {
+                body.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+        }
         (json.to_string(), "application/json")
     };
     let headers = resp.headers_mut();

@@ -96,17 +96,29 @@ impl Broker {
     /// A broker for the configured services.
     pub fn new(config: &Config) -> Self {
         let mut shared = client_credentials::Entries::default();
+        // One plan per service, then one per PDP (`authz.pdps`, Sallyport's token for it),
+        // so that `services.len() + i` names PDP `i`.
+        let none = TokenSpec::of(TokenKind::None);
+        let pdps = config.authz.pdps.iter().map(|p| {
+            let spec = match &p.auth {
+                crate::config::PdpAuth::Token(spec) => spec,
+                _ => &none,
+            };
+            (format!("pdp {}", p.name), spec)
+        });
         let plans = config
             .services
             .iter()
+            .map(|s| (s.name.clone(), &s.token))
+            .chain(pdps)
             .enumerate()
-            .map(|(i, s)| {
-                let digest = digest(&s.token);
+            .map(|(i, (name, spec))| {
+                let digest = digest(spec);
                 Plan {
-                    name: s.name.clone(),
-                    shared: (s.token.kind == TokenKind::ClientCredentials)
-                        .then(|| shared.entry(i, &s.name, &s.token, &digest)),
-                    spec: s.token.clone(),
+                    shared: (spec.kind == TokenKind::ClientCredentials)
+                        .then(|| shared.entry(i, &name, spec, &digest)),
+                    name,
+                    spec: spec.clone(),
                     digest,
                 }
             })

@@ -40,6 +40,8 @@ pub(crate) struct RawConfig {
     pub(crate) csrf: RawCsrf,
     #[serde(default)]
     pub(crate) cors: RawCors,
+    #[serde(default)]
+    pub(crate) authz: RawAuthz,
 }
 
 /// `server`.
@@ -283,6 +285,106 @@ pub(crate) struct RawRoute {
     pub(crate) max_headers: Option<String>,
     /// What the session must hold to pass, without a policy.
     pub(crate) require: Option<RawRequire>,
+    /// The policy decision the route asks for.
+    pub(crate) authz: Option<RawRouteAuthz>,
+    /// How strong and recent the session's login must be.
+    pub(crate) step_up: Option<RawStepUp>,
+}
+
+/// `routes[].step_up`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStepUp {
+    pub(crate) acr: Option<Vec<String>>,
+    pub(crate) max_age: Option<String>,
+}
+
+/// `routes[].authz`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteAuthz {
+    /// A PDP under `authz.pdps`, or `embedded`.
+    pub(crate) pdp: Option<String>,
+    pub(crate) resource: Option<RawResource>,
+    /// One action for every method, or a map from method to action.
+    pub(crate) action: Option<RawAction>,
+}
+
+/// `routes[].authz.resource`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResource {
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
+    /// May name the route's path segments: `"{id}"`.
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) id: Option<String>,
+}
+
+/// `routes[].authz.action`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawAction {
+    One(String),
+    ByMethod(IndexMap<String, String>),
+}
+
+/// `authz`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthz {
+    #[serde(default)]
+    pub(crate) pdps: IndexMap<String, RawPdp>,
+    /// A Cedar policy file for `pdp: embedded`.
+    pub(crate) policies: Option<String>,
+    pub(crate) subject: Option<RawSubject>,
+    /// Who answers the SPA's questions (`POST /api/auth/evaluations`).
+    pub(crate) evaluations: Option<RawEvaluations>,
+}
+
+/// `authz.evaluations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEvaluations {
+    pub(crate) pdp: Option<String>,
+}
+
+/// `authz.pdps.<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPdp {
+    pub(crate) url: Option<String>,
+    pub(crate) auth: Option<RawPdpAuth>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) cache: Option<RawDecisionCache>,
+}
+
+/// `authz.pdps.<name>.auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPdpAuth {
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) bearer: Option<String>,
+    pub(crate) token: Option<RawToken>,
+}
+
+/// `authz.pdps.<name>.cache`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDecisionCache {
+    pub(crate) ttl: Option<String>,
+    pub(crate) deny_ttl: Option<String>,
+    pub(crate) max_entries: Option<u64>,
+}
+
+/// `authz.subject`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubject {
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) properties: Option<Vec<String>>,
 }
 
 /// `routes[].require`.

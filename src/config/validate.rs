@@ -187,6 +187,8 @@ fn interpolate_tree(value: &mut Value, path: &mut String, env: &dyn EnvSource, v
 struct Validator {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    /// `authz.policies` is set (even if the file has errors): routes may ask `embedded`.
+    policies_given: bool,
 }
 
 impl Validator {
@@ -317,7 +319,8 @@ impl Validator {
             );
         }
         let services = self.services(raw.services, providers.as_deref());
-        let routes = self.routes(raw.routes, &services);
+        let authz = self.authz(raw.authz, providers.as_deref(), base_dir);
+        let routes = self.routes(raw.routes, &services, &authz);
         if let Some(providers) = &providers
             && providers.iter().all(|p| p.bearer_audiences.is_empty())
         {
@@ -376,6 +379,7 @@ impl Validator {
             static_files,
             csrf,
             cors: CorsConfig { allowed_origins },
+            authz,
             warnings: Vec::new(),
         })
     }
@@ -394,6 +398,7 @@ fn is_loopback(url: &Url) -> bool {
     is_localhost(url)
 }
 
+mod authz;
 mod providers;
 mod routes;
 mod server;

@@ -216,7 +216,11 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
             match app.sessions.lookup(ask.headers).await? {
                 Lookup::Found(s) => {
                     csrf(app, &ask, route.is_some(), &s.record.csrf_token)?;
+                    step_up(app, route.as_ref(), &s)?;
                     authorize(route.as_ref(), &s)?;
+                    if let Some(m) = &route {
+                        ask_pdp(app, m, &ask, client, &s).await?;
+                    }
                     let s = match &route {
                         Some(m) => session_token(app, s, m.route.service).await?,
                         None => s,
@@ -255,9 +259,76 @@ pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>,
     }))
 }
 
-/// Whether the route has requirements (`require`) a caller must meet.
+/// Whether the route has requirements (`require`, `authz`, `step_up`) a caller must meet.
 fn requires(route: Option<&Match<'_>>) -> bool {
-    route.is_some_and(|m| m.route.require.is_some())
+    route.is_some_and(|m| {
+        m.route.require.is_some() || m.route.authz.is_some() || m.route.step_up.is_some()
+    })
+}
+
+/// Step 4a: the route's `step_up`, met by the session's login (`401 step_up_required` with
+/// the login that meets it when not).
+fn step_up(app: &AppState, route: Option<&Match<'_>>, session: &Loaded) -> Result<(), ApiError> {
+    match route.and_then(|m| m.route.step_up.as_ref()) {
+        Some(step) if !step.is_met(&session.record.claims, app.sessions.clock().unix()) => {
+            Err(step_up_required(step))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `401 step_up_required`, with the `login_url` that asks the provider for `step`. The page
+/// adds where to come back to (`return_to`); a navigation is redirected there by the caller.
+pub fn step_up_required(step: &crate::authz::StepUp) -> ApiError {
+    ApiError::new(ErrorCode::StepUpRequired)
+        .with_field("login_url", serde_json::Value::String(step.login_url(None)))
+}
+
+/// Step 4c: the route's policy decision point, asked about the session's user (`403` when it
+/// denies, `503 pdp_unavailable` when it cannot answer: fail closed).
+async fn ask_pdp(
+    app: &AppState,
+    route: &Match<'_>,
+    ask: &Ask<'_>,
+    client: IpAddr,
+    session: &Loaded,
+) -> Result<(), ApiError> {
+    use crate::authz::{Subject, question};
+    let Some(authz) = &route.route.authz else {
+        return Ok(());
+    };
+    let Some(subject) = Subject::of(&app.authz.subject, &session.record) else {
+        // The session lacks the claim the subject's id comes from: nobody to ask about.
+        return Err(ApiError::new(ErrorCode::AccessDenied));
+    };
+    let path = crate::proxy::routes::normalize(ask.path).map_err(ApiError::invalid_path)?;
+    let question = crate::authz::Question {
+        subject,
+        action: question::Named {
+            name: authz.action.of(ask.method),
+        },
+        resource: question::Resource {
+            kind: std::borrow::Cow::Borrowed(&authz.resource_type),
+            id: authz.resource_id.render(&path, &route.params),
+        },
+        context: question::Context::of(&session.record, client, app.sessions.clock().unix()),
+    };
+    let decision = app
+        .authz
+        .decide(authz.pdp, &question, |plan| {
+            app.broker
+                .client_credentials(&app.sessions, &app.providers, plan)
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::PdpUnavailable).with_cause(e))?;
+    if decision.permit {
+        return Ok(());
+    }
+    let denied = ApiError::new(ErrorCode::AccessDenied);
+    Err(match decision.reason_user {
+        Some(reason) => denied.with_field("reason_user", (*reason).clone()),
+        None => denied,
+    })
 }
 
 /// Step 4b: the route's requirements, for a caller known by their session (`403` when not met).

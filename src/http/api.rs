@@ -32,10 +32,13 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         peer: peer.ip(),
         surface: Surface::Proxy,
     };
-    let pass = match admit(app, ask).await? {
-        Admission::Pass(pass) => pass,
+    let pass = match admit(app, ask).await {
+        Ok(Admission::Pass(pass)) => pass,
         // Boxed: serving a static file holds a large future that proxied requests need not carry.
-        Admission::Unrouted => return Box::pin(not_routed(app, req)).await,
+        Ok(Admission::Unrouted) => return Box::pin(not_routed(app, req)).await,
+        Err(e) => {
+            return step_up_navigation(app, super::is_navigation(req.headers()), req.uri(), e);
+        }
     };
     let Some(route) = &pass.route else {
         return Err(ApiError::new(ErrorCode::NotFound));
@@ -64,9 +67,56 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
     add.identity = forwarded.identity;
     // A stream opened under this session (WebSocket, streamed response) ends with it.
     let guard = pass.session_guard(app);
-    app.proxy
+    let navigation = super::is_navigation(req.headers());
+    let uri = req.uri().clone();
+    let resp = app
+        .proxy
         .forward(req, route.route.service, &route.upstream_path, &add, guard)
-        .await
+        .await?;
+    // RFC 9470: the upstream asks for a stronger or more recent login. The user's session
+    // can get one; a machine client's bearer gets the challenge as it is.
+    if resp.status() == http::StatusCode::UNAUTHORIZED
+        && matches!(pass.identity, super::admit::Identity::Session(_))
+        && let Some(step) = resp
+            .headers()
+            .get(http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::authz::StepUp::from_challenge)
+    {
+        let e = super::admit::step_up_required(&step);
+        return step_up_navigation(app, navigation, &uri, e);
+    }
+    Ok(resp)
+}
+
+/// A navigation refused with `step_up_required` is redirected to the login that meets it,
+/// coming back to the page; everything else is the refusal as it is.
+fn step_up_navigation(
+    app: &AppState,
+    navigation: bool,
+    uri: &http::Uri,
+    e: ApiError,
+) -> Result<Response, ApiError> {
+    if e.code() != ErrorCode::StepUpRequired || !navigation {
+        return Err(e);
+    }
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    match super::login_for(&e, target, &app.config.server.public_url) {
+        Some(login) => {
+            let mut resp = http::StatusCode::FOUND.into_response();
+            let h = resp.headers_mut();
+            match http::HeaderValue::from_str(&login) {
+                Ok(v) => h.insert(http::header::LOCATION, v),
+                Err(_) => return Err(e),
+            };
+            h.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            Ok(resp)
+        }
+        None => Err(e),
+    }
 }
 
 async fn not_routed(app: &AppState, req: Request<Body>) -> Result<Response, ApiError> {

@@ -24,7 +24,7 @@ const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// How long the continuation URL of a JSON logout stays usable: the SPA follows it at once.
 const LOGOUT_TTL: Duration = Duration::from_secs(60);
 /// The claims `/api/auth/session` shows and upstream identity headers draw from.
-const PROFILE_CLAIMS: [&str; 14] = [
+const PROFILE_CLAIMS: [&str; 17] = [
     "name",
     "given_name",
     "family_name",
@@ -39,6 +39,9 @@ const PROFILE_CLAIMS: [&str; 14] = [
     "updated_at",
     "groups",
     "roles",
+    "acr",
+    "amr",
+    "auth_time",
 ];
 /// `prompt` values `/auth/login` passes on.
 const PROMPTS: [&str; 3] = ["login", "consent", "select_account"];
@@ -135,6 +138,40 @@ pub async fn login(
             extra.push((name.clone(), v.clone()));
         }
     }
+    // Step-up: what the login must give (checked again at the callback).
+    let acr_values: Vec<String> = match params.get("acr_values") {
+        None => Vec::new(),
+        Some(v) => {
+            let values: Vec<String> = v
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if values.is_empty()
+                || values.len() > 8
+                || !values.iter().all(|a| crate::authz::is_acr(a))
+            {
+                return Err(ApiError::new(ErrorCode::InvalidRequest)
+                    .with_message("acr_values must be up to 8 space-separated acr values"));
+            }
+            extra.push(("acr_values".to_owned(), values.join(" ")));
+            values
+        }
+    };
+    let max_age = match params.get("max_age") {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(age) if v.len() <= 10 => {
+                extra.push(("max_age".to_owned(), age.to_string()));
+                Some(age)
+            }
+            _ => {
+                return Err(ApiError::new(ErrorCode::InvalidRequest)
+                    .with_message("max_age must be a number of seconds"));
+            }
+        },
+    };
+    let fresh = extra.iter().any(|(k, v)| k == "prompt" && v == "login");
 
     let state = crate::random::token();
     let record = LoginRecord {
@@ -144,6 +181,9 @@ pub async fn login(
         code_verifier: crate::random::token(),
         return_to,
         started_at: app.sessions.clock().unix(),
+        acr_values,
+        max_age,
+        fresh,
     };
     let cookie_cfg = app.sessions.cookie();
     let name = cookie::login_name(cookie_cfg, &state).expect("random tokens are long enough");
@@ -186,6 +226,45 @@ pub async fn login(
         h.append(header::SET_COOKIE, cookie::clear(cookie_cfg, old));
     }
     Ok(resp)
+}
+
+/// Whether the ID token's `claims` show the authentication `login` asked for at `now`: an
+/// `acr` among the requested values, an `auth_time` within `max_age`, and for a fresh login
+/// (`prompt=login`) an `auth_time` not before the login started (`skew` seconds of leeway).
+fn authentication_as_asked(
+    login: &LoginRecord,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now: u64,
+    skew: u64,
+) -> Result<(), &'static str> {
+    if !login.acr_values.is_empty() {
+        let acr = claims.get("acr").and_then(serde_json::Value::as_str);
+        if !acr.is_some_and(|acr| login.acr_values.iter().any(|a| a == acr)) {
+            return Err(
+                "the identity provider did not perform the authentication that was asked for (acr)",
+            );
+        }
+    }
+    if login.max_age.is_some() || login.fresh {
+        let Some(auth_time) = claims.get("auth_time").and_then(serde_json::Value::as_u64) else {
+            return Err(
+                "the identity provider did not say when the user authenticated (auth_time)",
+            );
+        };
+        if let Some(max_age) = login.max_age
+            && auth_time.saturating_add(max_age).saturating_add(skew) < now
+        {
+            return Err(
+                "the identity provider reused an authentication older than asked for (max_age)",
+            );
+        }
+        if login.fresh && auth_time.saturating_add(skew) < login.started_at {
+            return Err(
+                "the identity provider reused an earlier authentication instead of a new login",
+            );
+        }
+    }
+    Ok(())
 }
 
 fn invalid_state(message: &'static str) -> ApiError {
@@ -319,6 +398,17 @@ pub async fn callback(
             })
         })?;
 
+    // What the login asked for must have happened: a provider that ignores `acr_values`,
+    // `max_age` or `prompt=login` must not pass an old or weaker authentication off as new.
+    if let Err(why) = authentication_as_asked(&login, &claims.other, now, cfg.clock_skew.as_secs())
+    {
+        return Err(with_cleared(
+            ApiError::new(ErrorCode::LoginFailed)
+                .with_message(why)
+                .with_cause(std::io::Error::other(why)),
+        ));
+    }
+
     // The profile, the claims services receive as identity headers, and those routes require.
     let kept: Vec<&str> = PROFILE_CLAIMS
         .iter()
@@ -339,6 +429,17 @@ pub async fn callback(
                 .iter()
                 .filter_map(|r| r.require.as_ref())
                 .flat_map(crate::authz::Require::claim_names),
+        )
+        // What policy decision points are told about the subject.
+        .chain(
+            std::iter::once(app.config.authz.subject.id.as_str()).chain(
+                app.config
+                    .authz
+                    .subject
+                    .properties
+                    .iter()
+                    .map(String::as_str),
+            ),
         )
         .collect();
     let mut profile = serde_json::Map::new();
@@ -585,5 +686,58 @@ mod tests {
         ] {
             assert_eq!(safe_return_to(bad, &base), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_login_must_bring_the_authentication_it_asked_for() {
+        let login = |acr: &[&str], max_age: Option<u64>, fresh: bool| LoginRecord {
+            state: String::new(),
+            provider: String::new(),
+            nonce: String::new(),
+            code_verifier: String::new(),
+            return_to: "/".into(),
+            started_at: 1_000,
+            acr_values: acr.iter().map(|s| (*s).to_owned()).collect(),
+            max_age,
+            fresh,
+        };
+        let claims = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let now = 1_010;
+        let ok =
+            |l: &LoginRecord, c: serde_json::Value| authentication_as_asked(l, &claims(c), now, 5);
+        assert!(
+            ok(&login(&[], None, false), serde_json::json!({})).is_ok(),
+            "nothing asked"
+        );
+        let mfa = login(&["mfa"], None, false);
+        assert!(ok(&mfa, serde_json::json!({"acr": "mfa"})).is_ok());
+        assert!(
+            ok(&mfa, serde_json::json!({"acr": "pwd"}))
+                .unwrap_err()
+                .contains("(acr)")
+        );
+        assert!(ok(&mfa, serde_json::json!({})).is_err());
+        let recent = login(&[], Some(60), false);
+        assert!(ok(&recent, serde_json::json!({"auth_time": 950})).is_ok());
+        assert!(
+            ok(&recent, serde_json::json!({"auth_time": 940}))
+                .unwrap_err()
+                .contains("max_age")
+        );
+        assert!(
+            ok(&recent, serde_json::json!({}))
+                .unwrap_err()
+                .contains("auth_time")
+        );
+        let fresh = login(&[], None, true);
+        assert!(
+            ok(&fresh, serde_json::json!({"auth_time": 999})).is_ok(),
+            "within the skew"
+        );
+        assert!(
+            ok(&fresh, serde_json::json!({"auth_time": 900}))
+                .unwrap_err()
+                .contains("earlier")
+        );
     }
 }

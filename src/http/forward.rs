@@ -105,21 +105,9 @@ fn answer() -> Response {
     resp
 }
 
-/// Whether the browser is loading a page (a login redirect helps), as opposed to a `fetch()`
-/// or XHR (which wants a `401` it can act on).
-fn is_navigation(headers: &HeaderMap) -> bool {
-    match header(headers, "sec-fetch-mode") {
-        Some(mode) => mode == "navigate",
-        None => {
-            header(headers, "accept").is_some_and(|a| a.contains("text/html"))
-                && !headers.contains_key("x-requested-with")
-        }
-    }
-}
-
 /// A refusal as the edge passes it on. Every one names its code in `X-Sallyport-Error` (nginx
 /// does not pass the body of an `auth_request` answer; its recipe builds one from this). A
-/// navigation without a session is sent to login: a `302` where the edge passes redirects
+/// navigation without a session (or one that needs a step-up login) is sent to login: a `302` where the edge passes redirects
 /// (Traefik, Caddy), else the `401` with the login URL in `X-Sallyport-Login`, which the nginx
 /// recipe turns into the redirect. A `fetch()` or XHR gets the `401`.
 fn refused(
@@ -134,18 +122,11 @@ fn refused(
         X_SALLYPORT_ERROR.clone(),
         HeaderValue::from_static(code.as_str()),
     );
-    if !matches!(
-        code,
-        ErrorCode::NotAuthenticated | ErrorCode::SessionExpired
-    ) || !is_navigation(headers)
-    {
+    if !super::is_navigation(headers) {
         return e.into_response();
     }
-    let Some(login) = super::auth::safe_return_to(original.uri, &app.config.server.public_url)
-        .and_then(|to| {
-            let to = url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>();
-            HeaderValue::from_str(&format!("/auth/login?return_to={to}")).ok()
-        })
+    let Some(login) = super::login_for(&e, original.uri, &app.config.server.public_url)
+        .and_then(|login| HeaderValue::from_str(&login).ok())
     else {
         return e.into_response();
     };

@@ -21,6 +21,9 @@ pub struct Route {
     /// The configured path, for logs.
     pub path: String,
     prefix: String,
+    /// The segments before the wildcard, for a route with named segments (`{id}`); empty
+    /// otherwise (such routes match by `prefix`).
+    segments: Vec<Segment>,
     wildcard: bool,
     upstream_prefix: Option<String>,
     upstream_wildcard: bool,
@@ -38,6 +41,19 @@ pub struct Route {
     pub max_headers: u64,
     /// Claims the session must hold.
     pub require: Option<crate::authz::Require>,
+    /// The policy decision it asks for.
+    pub authz: Option<crate::authz::RouteAuthz>,
+    /// How strong and recent the session's login must be.
+    pub step_up: Option<crate::authz::StepUp>,
+}
+
+/// One segment of a route path with named segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// Matches itself.
+    Literal(String),
+    /// `{name}`: matches any one non-empty segment.
+    Named,
 }
 
 /// A matched route and the upstream path for the request.
@@ -47,6 +63,9 @@ pub struct Match<'a> {
     pub route: &'a Route,
     /// The path to send upstream (without query).
     pub upstream_path: String,
+    /// The values of the route's named segments, in the order of [`param_names`], still
+    /// percent-encoded as in the (normal form of the) request path.
+    pub params: Vec<String>,
 }
 
 /// Why a request path is refused.
@@ -57,7 +76,17 @@ pub enum PathError {
     Unsafe,
 }
 
-/// Every route, longest prefix first.
+/// The names of a route path's named segments (`/api/orders/{id}/*` → `id`), in order.
+pub fn param_names(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter_map(segment_name)
+}
+
+/// `name` when a path segment is `{name}`.
+fn segment_name(segment: &str) -> Option<&str> {
+    segment.strip_prefix('{')?.strip_suffix('}')
+}
+
+/// Every route, most specific first.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
@@ -73,6 +102,18 @@ impl RouteTable {
                     Some(p) => (p.to_owned(), true),
                     None => (c.path.clone(), false),
                 };
+                let segments = if param_names(&prefix).next().is_some() {
+                    prefix
+                        .split('/')
+                        .skip(1)
+                        .map(|s| match segment_name(s) {
+                            Some(_) => Segment::Named,
+                            None => Segment::Literal(s.to_owned()),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let (upstream_prefix, upstream_wildcard) = match &c.upstream_path {
                     None => (None, false),
                     Some(up) => match up.strip_suffix("/*") {
@@ -87,6 +128,7 @@ impl RouteTable {
                 Route {
                     path: c.path.clone(),
                     prefix,
+                    segments,
                     wildcard,
                     upstream_prefix,
                     upstream_wildcard,
@@ -98,15 +140,27 @@ impl RouteTable {
                     max_body: c.max_body,
                     max_headers: c.max_headers,
                     require: c.require.clone(),
+                    authz: c.authz.clone(),
+                    step_up: c.step_up.clone(),
                 }
             })
             .collect();
-        // Longest first; on equal length an exact route before a wildcard one.
-        routes.sort_by(|a, b| {
-            b.prefix
-                .len()
-                .cmp(&a.prefix.len())
-                .then(a.wildcard.cmp(&b.wildcard))
+        // Most specific first: more segments, then more literal text (a literal segment
+        // before a named one), then an exact route before a wildcard one. For routes without
+        // named segments this is the longest prefix first.
+        routes.sort_by_key(|r| {
+            let segments = r.prefix.matches('/').count();
+            let literal: usize = r
+                .prefix
+                .split('/')
+                .filter(|s| segment_name(s).is_none())
+                .map(str::len)
+                .sum();
+            (
+                std::cmp::Reverse(segments),
+                std::cmp::Reverse(literal),
+                r.wildcard,
+            )
         });
         Self { routes }
     }
@@ -119,26 +173,46 @@ impl RouteTable {
     /// would match it.
     pub fn find<'a>(&'a self, path: &str) -> Result<Option<Match<'a>>, PathError> {
         let path = normalize(path)?;
-        Ok(self
-            .routes
-            .iter()
-            .find(|r| r.matches(&path))
-            .map(|route| Match {
+        let mut params = Vec::new();
+        Ok(self.routes.iter().find_map(|route| {
+            params.clear();
+            let tail = route.matches(&path, &mut params)?;
+            let upstream_path = route.map_path(&path, tail, &params);
+            Some(Match {
                 route,
-                upstream_path: route.map_path(&path),
-            }))
+                upstream_path,
+                params: params.iter().map(|p| (*p).to_owned()).collect(),
+            })
+        }))
     }
 }
 
 impl Route {
-    fn matches(&self, path: &str) -> bool {
-        if !self.wildcard {
-            return path == self.prefix;
+    /// Where the tail below the route starts in `path`, when the route matches it; the values
+    /// of named segments are pushed to `params`.
+    fn matches<'p>(&self, path: &'p str, params: &mut Vec<&'p str>) -> Option<usize> {
+        if self.segments.is_empty() {
+            if !self.wildcard {
+                return (path == self.prefix).then_some(path.len());
+            }
+            let rest = path.strip_prefix(self.prefix.as_str())?;
+            return (rest.is_empty() || rest.starts_with('/') || self.prefix.ends_with('/'))
+                .then_some(self.prefix.len());
         }
-        match path.strip_prefix(self.prefix.as_str()) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/') || self.prefix.ends_with('/'),
-            None => false,
+        let mut rest = path;
+        for segment in &self.segments {
+            let after_slash = rest.strip_prefix('/')?;
+            let end = after_slash.find('/').unwrap_or(after_slash.len());
+            let value = &after_slash[..end];
+            match segment {
+                Segment::Literal(l) if l == value => {}
+                Segment::Named if !value.is_empty() => params.push(value),
+                _ => return None,
+            }
+            rest = &after_slash[end..];
         }
+        let tail = path.len() - rest.len();
+        (self.wildcard || rest.is_empty()).then_some(tail)
     }
 
     /// Whether `method` may use this route.
@@ -148,24 +222,36 @@ impl Route {
         })
     }
 
-    fn map_path(&self, path: &str) -> String {
-        let tail = if self.wildcard {
-            &path[self.prefix.len()..]
-        } else {
-            ""
-        };
+    fn map_path(&self, path: &str, tail: usize, params: &[&str]) -> String {
+        let tail = if self.wildcard { &path[tail..] } else { "" };
         match &self.upstream_prefix {
             None => path.to_owned(),
-            Some(up) if self.upstream_wildcard => {
+            Some(up) => {
                 let mut s = String::with_capacity(up.len() + tail.len() + 1);
-                s.push_str(up);
-                s.push_str(tail);
+                if params.is_empty() {
+                    s.push_str(up);
+                } else {
+                    // `{name}` in the upstream path takes the value of the route's segment.
+                    let names: Vec<&str> = param_names(&self.prefix).collect();
+                    for (i, segment) in up.split('/').enumerate() {
+                        if i > 0 {
+                            s.push('/');
+                        }
+                        match segment_name(segment).and_then(|n| names.iter().position(|m| *m == n))
+                        {
+                            Some(k) => s.push_str(params[k]),
+                            None => s.push_str(segment),
+                        }
+                    }
+                }
+                if self.upstream_wildcard {
+                    s.push_str(tail);
+                }
                 if s.is_empty() {
                     s.push('/');
                 }
                 s
             }
-            Some(up) => up.clone(),
         }
     }
 }
@@ -269,6 +355,8 @@ mod tests {
                 max_body: None,
                 max_headers: 16 * 1024,
                 require: None,
+                authz: None,
+                step_up: None,
             })
             .collect();
         RouteTable::new(&configs)
@@ -315,6 +403,66 @@ mod tests {
             "no upstream_path keeps the path"
         );
         assert_eq!(up(&t, "/other"), None);
+    }
+
+    fn params(t: &RouteTable, path: &str) -> Option<(usize, String, Vec<String>)> {
+        t.find(path)
+            .unwrap()
+            .map(|m| (m.route.service, m.upstream_path, m.params))
+    }
+
+    #[test]
+    fn named_segments_match_one_segment_and_fill_the_upstream_path() {
+        let t = table(&[
+            ("/api/orders/*", None),
+            ("/api/orders/{id}/*", Some("/v1/orders/{id}/*")),
+            ("/api/orders/{id}", Some("/v1/order/{id}")),
+            ("/api/orders/export", None),
+            ("/api/{tenant}/admin/*", None),
+        ]);
+        let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            params(&t, "/api/orders/42/items/7"),
+            Some((1, "/v1/orders/42/items/7".into(), s(&["42"])))
+        );
+        assert_eq!(
+            params(&t, "/api/orders/42"),
+            Some((2, "/v1/order/42".into(), s(&["42"]))),
+            "an exact route before a wildcard one"
+        );
+        assert_eq!(
+            params(&t, "/api/orders/42/"),
+            Some((1, "/v1/orders/42/".into(), s(&["42"])))
+        );
+        assert_eq!(
+            params(&t, "/api/orders/export"),
+            Some((3, "/api/orders/export".into(), s(&[]))),
+            "a literal segment before a named one"
+        );
+        assert_eq!(
+            params(&t, "/api/orders"),
+            Some((0, "/api/orders".into(), s(&[]))),
+            "a named segment is never empty"
+        );
+        assert_eq!(
+            params(&t, "/api/orders/caf%C3%A9"),
+            Some((2, "/v1/order/caf%C3%A9".into(), s(&["caf%C3%A9"]))),
+            "values stay encoded in the upstream path"
+        );
+        assert_eq!(
+            params(&t, "/api/acme/admin"),
+            Some((4, "/api/acme/admin".into(), s(&["acme"])))
+        );
+        assert_eq!(
+            params(&t, "/api/orders/admin/x"),
+            Some((1, "/v1/orders/admin/x".into(), s(&["admin"]))),
+            "more literal text wins over more named segments"
+        );
+        assert_eq!(
+            up(&t, "/api/orders/..%2f/x"),
+            Some(Err(PathError::Unsafe)),
+            "a named segment cannot climb"
+        );
     }
 
     #[test]

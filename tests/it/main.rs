@@ -22,5 +22,6 @@ mod process;
 mod proxy;
 mod refresh;
 mod spa;
+mod step_up;
 mod stores;
 mod streaming;

@@ -7,6 +7,14 @@
 // Everything else goes to stderr. Exits cleanly on SIGTERM/SIGINT.
 //
 // Accounts: alice / secret, bob / secret, and mallory / secret, whose claims carry CR/LF. Consent is granted automatically.
+// Step-up: the login form has an optional one-time code (alice's is 123456; the others have none).
+// A login with the code is acr "mfa" (amr pwd, otp), one without it acr "pwd" (amr pwd); a wrong
+// code fails like a wrong password. ID tokens always carry acr, amr and auth_time. A session that
+// is not "mfa" must log in again when the authorization request's acr_values include "mfa" (one
+// fresh login per request, like max_age: whatever it yields is what the client gets).
+//   ignore_acr_values: true   a provider that ignores acr_values: the session is reused as it is
+//   ignore_max_age: true      a provider that ignores max_age and prompt=login: the session is
+//                             reused however old it is
 // The token broker's counterparts (all optional PROVIDER_CONFIG keys):
 //   resources: { "<resource URL>": { "scope": "a b", "format": "jwt" | "opaque" } }
 //     client credentials with RFC 8707 resource indicators (`resource`, or `audience` as an
@@ -26,7 +34,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 
-import Provider, { errors } from 'oidc-provider';
+import Provider, { errors, interactionPolicy } from 'oidc-provider';
 
 const log = (...args) => console.error('[provider]', ...args);
 
@@ -56,6 +64,8 @@ const exchangeAudiences = config.exchange_audiences && typeof config.exchange_au
   ? config.exchange_audiences : {};
 const exchangeDenied = new Set(Array.isArray(config.exchange_deny_subjects) ? config.exchange_deny_subjects : []);
 const exchangeTokenTtl = positiveInt(config.exchange_token_ttl, accessTokenTtl);
+const ignoreAcrValues = config.ignore_acr_values === true;
+const ignoreMaxAge = config.ignore_max_age === true;
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TOKEN_TYPE = {
   access_token: 'urn:ietf:params:oauth:token-type:access_token',
@@ -80,6 +90,7 @@ const clients = Array.isArray(config.clients) ? config.clients : [{
 const ACCOUNTS = new Map([
   ['alice', {
     password: 'secret',
+    otp: '123456',
     claims: {
       sub: 'alice',
       name: 'Alice Example',
@@ -109,13 +120,26 @@ const ACCOUNTS = new Map([
   }],
 ]);
 
-function authenticate(login, password) {
-  const account = ACCOUNTS.get(login);
-  if (!account) return undefined;
-  const a = Buffer.from(String(password));
-  const b = Buffer.from(account.password);
-  return a.length === b.length && crypto.timingSafeEqual(a, b) ? login : undefined;
+const ACR_PWD = 'pwd';
+const ACR_MFA = 'mfa';
+
+function secretMatches(given, expected) {
+  if (expected === undefined) return false;
+  const a = Buffer.from(String(given));
+  const b = Buffer.from(expected);
+  return a.length === b.length && crypto.timingSafeEqual(a, b);
 }
+
+// The login result for oidc-provider, or undefined. An empty `otp` is a password-only login.
+function authenticate(login, password, otp) {
+  const account = ACCOUNTS.get(login);
+  if (!account || !secretMatches(password, account.password)) return undefined;
+  if (!otp) return { accountId: login, acr: ACR_PWD, amr: ['pwd'] };
+  if (!secretMatches(otp, account.otp)) return undefined;
+  return { accountId: login, acr: ACR_MFA, amr: ['pwd', 'otp'] };
+}
+
+const requestedAcrs = (acrValues) => String(acrValues ?? '').split(' ').filter(Boolean);
 
 // ---------------------------------------------------------------------------
 // Keys
@@ -158,15 +182,17 @@ ${body}
 `;
 }
 
-function loginPage(uid, clientId, { error, login } = {}) {
+function loginPage(uid, clientId, { error, login, mfaRequested } = {}) {
   return page('Sign in', `<h1>Sign in</h1>
 <p class="hint">to <strong>${escapeHtml(clientId)}</strong> &mdash; test accounts: alice / secret, bob / secret</p>
-${error ? `<p class="error" id="error" role="alert">${escapeHtml(error)}</p>` : ''}
+${mfaRequested ? '<p class="hint" id="mfa-requested">This sign-in asks for multi-factor authentication: enter your one-time code (alice: 123456).</p>\n' : ''}${error ? `<p class="error" id="error" role="alert">${escapeHtml(error)}</p>` : ''}
 <form method="post" action="/interaction/${escapeHtml(uid)}/login">
 <label for="login">Username</label>
 <input name="login" id="login" value="${escapeHtml(login ?? '')}" autocomplete="username" autofocus required>
 <label for="password">Password</label>
 <input name="password" id="password" type="password" autocomplete="current-password" required>
+<label for="otp">One-time code</label>
+<input name="otp" id="otp" inputmode="numeric" autocomplete="one-time-code">
 <button type="submit" id="submit">Sign in</button>
 </form>`);
 }
@@ -226,6 +252,35 @@ function count(bucket, ctx) {
 }
 
 // ---------------------------------------------------------------------------
+// Interaction policy (step-up)
+// ---------------------------------------------------------------------------
+
+// oidc-provider treats acr_values as voluntary and reuses any session. This provider asks a
+// session that is not "mfa" to log in again when the request's acr_values include "mfa", once
+// per request (a login just done in this request stands, as with max_age).
+function interactionPolicyFor() {
+  const { Check } = interactionPolicy;
+  const policy = interactionPolicy.base();
+  const login = policy.get('login');
+  if (!ignoreAcrValues) {
+    // A check added later does not get its prompt's error: login_required is spelled out (what
+    // prompt=none answers).
+    login.checks.add(new Check('acr_mfa', 'multi-factor authentication was requested', 'login_required', (ctx) => {
+      const { oidc } = ctx;
+      if (!requestedAcrs(oidc.params.acr_values).includes(ACR_MFA)) return Check.NO_NEED_TO_PROMPT;
+      if (oidc.result?.login) return Check.NO_NEED_TO_PROMPT;
+      return oidc.session.accountId && oidc.acr === ACR_MFA ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+    }));
+  }
+  if (ignoreMaxAge) {
+    // prompt=login stays a valid value; it just no longer forces a login.
+    login.checks.remove('login_prompt');
+    login.checks.remove('max_age');
+  }
+  return policy;
+}
+
+// ---------------------------------------------------------------------------
 // Server and provider
 // ---------------------------------------------------------------------------
 
@@ -253,8 +308,14 @@ const provider = new Provider(issuer, {
     };
   },
 
+  // The step-up levels this provider knows (acr_values_supported).
+  acrValues: [ACR_PWD, ACR_MFA],
+
+  // acr, amr and auth_time ride on the openid scope so that every ID token carries them (by
+  // default oidc-provider adds acr only for acr_values and auth_time only for max_age,
+  // prompt=login or require_auth_time). Userinfo has none of them: the account's claims don't.
   claims: {
-    openid: ['sub'],
+    openid: ['sub', 'acr', 'amr', 'auth_time'],
     profile: ['name', 'preferred_username', 'roles'],
     email: ['email', 'email_verified'],
   },
@@ -262,6 +323,8 @@ const provider = new Provider(issuer, {
   // Put the scope-granted claims (name, email, ...) into the ID token as well,
   // not only into userinfo, like most real-world providers do.
   conformIdTokenClaims: false,
+
+  interactions: { policy: interactionPolicyFor() },
 
   features: {
     devInteractions: { enabled: false },
@@ -518,11 +581,12 @@ async function handleInteraction(req, res, url) {
     return sendHtml(res, 400, page('Error', '<h1>Error</h1><p class="error">interaction mismatch</p>'));
   }
   const clientId = interaction.params.client_id;
+  const mfaRequested = requestedAcrs(interaction.params.acr_values).includes(ACR_MFA);
 
   if (req.method === 'GET' && !login) {
     switch (interaction.prompt.name) {
       case 'login':
-        return sendHtml(res, 200, loginPage(uid, clientId));
+        return sendHtml(res, 200, loginPage(uid, clientId, { mfaRequested }));
       case 'consent':
         return autoConsent(req, res, interaction);
       default:
@@ -536,12 +600,14 @@ async function handleInteraction(req, res, url) {
     }
     const form = await readForm(req);
     const username = (form.get('login') ?? '').trim();
-    const accountId = authenticate(username, form.get('password') ?? '');
-    if (!accountId) {
-      return sendHtml(res, 200, loginPage(uid, clientId, { error: 'Invalid username or password.', login: username }));
+    const result = authenticate(username, form.get('password') ?? '', (form.get('otp') ?? '').trim());
+    if (!result) {
+      return sendHtml(res, 200, loginPage(uid, clientId, {
+        error: 'Invalid username, password or one-time code.', login: username, mfaRequested,
+      }));
     }
-    log(`login: ${accountId} for client ${clientId}`);
-    return provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    log(`login: ${result.accountId} (acr ${result.acr}) for client ${clientId}`);
+    return provider.interactionFinished(req, res, { login: result }, { mergeWithLastSubmission: false });
   }
 
   res.setHeader('Allow', login ? 'POST' : 'GET');

@@ -3,7 +3,8 @@
  *
  * The browser never holds a token: it has a session cookie, and this client asks Sallyport who
  * is logged in (`GET /api/auth/session`), sends the session's CSRF token on state-changing API
- * calls, and sends the page to `/auth/login` when the session is gone.
+ * calls, sends the page to `/auth/login` when the session is gone or a stronger login is needed,
+ * and asks what the user may do (`POST /api/auth/evaluations`).
  */
 
 /** The claims Sallyport shares about the logged-in user. */
@@ -33,6 +34,20 @@ export interface AnonymousSession {
 
 export type Session = AuthenticatedSession | AnonymousSession;
 
+/** One question for {@link SallyportClient.evaluate}: may the user do `action` to `resource`? */
+export interface Evaluation {
+  /** The action's name, such as `'read'`, or an AuthZEN action `{ name }`. */
+  action: string | { name: string };
+  resource: { type: string; id: string };
+}
+
+/** The answer to one {@link Evaluation}. */
+export interface Decision {
+  decision: boolean;
+  /** Why not, when the policy gave a reason safe to show to the user (`context.reason_user`). */
+  reasonUser?: unknown;
+}
+
 /** The part of `window.location` the client uses. */
 export interface LocationLike {
   href: string;
@@ -61,8 +76,9 @@ export interface SallyportClient {
   /**
    * `fetch()` for Sallyport's API: sends the session cookie, adds the CSRF header to unsafe
    * methods, retries once after `403 csrf_failed` with a fresh token, and on `401` sends the
-   * page to the login (the returned promise then never settles). Requests to other origins
-   * are passed through untouched, so the CSRF token never leaves for them.
+   * page to the login (the returned promise then never settles); on `401 step_up_required` to
+   * the stronger login Sallyport names. Requests to other origins are passed through
+   * untouched, so the CSRF token never leaves for them.
    */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Who is logged in. Remembers the CSRF token for `fetch`. */
@@ -74,6 +90,15 @@ export interface SallyportClient {
    * to `returnTo` (Sallyport's default is `/`). Resolves once the navigation has started.
    */
   logout(returnTo?: string): Promise<void>;
+  /**
+   * Asks Sallyport what the user may do (`POST /api/auth/evaluations`, through this client's
+   * `fetch`): one decision per question, in the same order; more than 20 questions go in
+   * batches of 20, one after another. Decisions are never cached here (Sallyport caches).
+   * For showing or hiding things only: the API still decides on every request.
+   */
+  evaluate(items: readonly Evaluation[]): Promise<Decision[]>;
+  /** Whether the user may do `action` to `resource`: {@link evaluate} of one question. */
+  can(action: Evaluation['action'], resource: Evaluation['resource']): Promise<boolean>;
 }
 
 /** A failed call to Sallyport: an HTTP status with Sallyport's error code, or a network error. */
@@ -99,6 +124,10 @@ export class SallyportError extends Error {
 
 const DEFAULT_CSRF_HEADER = 'X-CSRF-Token';
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+/** Most questions Sallyport answers in one `POST /api/auth/evaluations`. */
+const MAX_EVALUATIONS = 20;
+/** An origin that stands for Sallyport's when checking that a path stays on it. */
+const PATH_ORIGIN = 'http://sallyport.invalid';
 
 /** A promise that never settles: the page is navigating away. */
 function never(): Promise<never> {
@@ -148,6 +177,47 @@ function networkError(what: string, cause: unknown): SallyportError {
 
 function invalidResponse(what: string): SallyportError {
   return new SallyportError(`${what}: unexpected response`, { status: 200, code: 'invalid_response' });
+}
+
+/**
+ * The `login_url` of a `401 step_up_required` answer, when it is a path on Sallyport: starts
+ * with one `/` and stays on its origin once parsed (so no `//host`, `/\host`, nor a URL).
+ */
+function stepUpLoginUrl(body: unknown): string | undefined {
+  if (!isObject(body) || body['error'] !== 'step_up_required') return undefined;
+  const url = body['login_url'];
+  if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//')) return undefined;
+  try {
+    return new URL(url, PATH_ORIGIN).origin === PATH_ORIGIN ? url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The body of `POST /api/auth/evaluations` for `items`. */
+function evaluationsRequest(items: readonly Evaluation[]): string {
+  return JSON.stringify({
+    evaluations: items.map(({ action, resource }) => ({
+      action: { name: typeof action === 'string' ? action : action.name },
+      resource: { type: resource.type, id: resource.id },
+    })),
+  });
+}
+
+/** The decisions of an evaluations answer, when it has exactly `count` of them. */
+function parseDecisions(body: unknown, count: number): Decision[] | undefined {
+  const answers = isObject(body) ? body['evaluations'] : undefined;
+  if (!Array.isArray(answers) || answers.length !== count) return undefined;
+  const decisions: Decision[] = [];
+  for (const answer of answers as unknown[]) {
+    if (!isObject(answer) || typeof answer['decision'] !== 'boolean') return undefined;
+    const context = answer['context'];
+    const reasonUser = isObject(context) ? context['reason_user'] : undefined;
+    decisions.push(
+      reasonUser === undefined ? { decision: answer['decision'] } : { decision: answer['decision'], reasonUser },
+    );
+  }
+  return decisions;
 }
 
 function parseSession(body: unknown, status: number): Session | undefined {
@@ -227,6 +297,31 @@ export function createClient(options: SallyportOptions = {}): SallyportClient {
     loc.assign(`${baseUrl}/auth/login?return_to=${encodeURIComponent(returnTo ?? currentPath())}`);
   };
 
+  /** Navigates to `loginUrl`, a path on Sallyport, adding the current page as `return_to` unless it has one. */
+  const loginAt = (loginUrl: string): void => {
+    const loc = currentLocation();
+    if (!loc) throw new SallyportError('login: no location to navigate', { status: 0, code: 'no_location' });
+    const url = new URL(loginUrl, PATH_ORIGIN);
+    if (url.searchParams.has('return_to')) {
+      loc.assign(baseUrl + loginUrl);
+      return;
+    }
+    const hash = loginUrl.indexOf('#');
+    const path = hash === -1 ? loginUrl : loginUrl.slice(0, hash);
+    const fragment = hash === -1 ? '' : loginUrl.slice(hash);
+    const separator = !path.includes('?') ? '?' : path.endsWith('?') || path.endsWith('&') ? '' : '&';
+    loc.assign(`${baseUrl}${path}${separator}return_to=${encodeURIComponent(currentPath())}${fragment}`);
+  };
+
+  /** A `401` from Sallyport: to the stronger login a `step_up_required` answer names, else the plain one. */
+  const unauthenticated = async (res: Response): Promise<never> => {
+    csrfToken = undefined;
+    const stepUp = stepUpLoginUrl(await peekJson(res));
+    if (stepUp === undefined) login();
+    else loginAt(stepUp);
+    return never();
+  };
+
   const getSession = async (): Promise<Session> => {
     const what = 'session check';
     let res: Response;
@@ -297,11 +392,7 @@ export function createClient(options: SallyportOptions = {}): SallyportClient {
     if (unsafe && replayable && res.status === 403 && (await errorCode(res)) === 'csrf_failed') {
       res = await send(spare ?? target, true);
     }
-    if (res.status === 401) {
-      csrfToken = undefined;
-      login();
-      return never();
-    }
+    if (res.status === 401) return unauthenticated(res);
     return res;
   };
 
@@ -333,7 +424,38 @@ export function createClient(options: SallyportOptions = {}): SallyportClient {
     loc.assign(redirectTo);
   };
 
-  return { fetch: apiFetch, getSession, login, logout };
+  /** One request of at most {@link MAX_EVALUATIONS} questions. */
+  const evaluateBatch = async (items: readonly Evaluation[]): Promise<Decision[]> => {
+    const what = 'evaluation';
+    let res: Response;
+    try {
+      res = await apiFetch('/api/auth/evaluations', {
+        method: 'POST',
+        headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+        body: evaluationsRequest(items),
+      });
+    } catch (err) {
+      throw err instanceof SallyportError ? err : networkError(what, err);
+    }
+    if (!res.ok) throw await errorFrom(res, what);
+    const decisions = parseDecisions(await peekJson(res), items.length);
+    if (!decisions) throw invalidResponse(what);
+    return decisions;
+  };
+
+  const evaluate = async (items: readonly Evaluation[]): Promise<Decision[]> => {
+    const decisions: Decision[] = [];
+    // One batch after another: Sallyport bounds a request to spare its decision point.
+    for (let i = 0; i < items.length; i += MAX_EVALUATIONS) {
+      decisions.push(...(await evaluateBatch(items.slice(i, i + MAX_EVALUATIONS))));
+    }
+    return decisions;
+  };
+
+  const can = async (action: Evaluation['action'], resource: Evaluation['resource']): Promise<boolean> =>
+    (await evaluate([{ action, resource }]))[0]?.decision === true;
+
+  return { fetch: apiFetch, getSession, login, logout, evaluate, can };
 }
 
 /** The client with the default options: same origin, global `fetch` and `location`. */
@@ -357,4 +479,14 @@ export function login(returnTo?: string): void {
 /** {@link SallyportClient.logout} of the default client. */
 export function logout(returnTo?: string): Promise<void> {
   return sallyport.logout(returnTo);
+}
+
+/** {@link SallyportClient.evaluate} of the default client. */
+export function evaluate(items: readonly Evaluation[]): Promise<Decision[]> {
+  return sallyport.evaluate(items);
+}
+
+/** {@link SallyportClient.can} of the default client. */
+export function can(action: Evaluation['action'], resource: Evaluation['resource']): Promise<boolean> {
+  return sallyport.can(action, resource);
 }

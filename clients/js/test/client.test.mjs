@@ -337,6 +337,300 @@ describe('fetch: 401 and login', () => {
   });
 });
 
+describe('fetch: step-up', () => {
+  const stepUp = (loginUrl) =>
+    json(401, { error: 'step_up_required', message: 'this needs a stronger or more recent login', login_url: loginUrl });
+
+  it('navigates to the login_url Sallyport names, with the current page as return_to, and never settles', async () => {
+    const fetch = backend(() => stepUp('/auth/login?acr_values=mfa&max_age=900'));
+    const loc = fakeLocation(`${PAGE}/orders/42?tab=items#notes`);
+    const sp = createClient({ fetch, location: loc });
+    const pending = sp.fetch('/api/orders/42', { method: 'DELETE' });
+    assert.equal(await settledState(pending), 'pending');
+    assert.deepEqual(loc.assigned, ['/auth/login?acr_values=mfa&max_age=900&return_to=%2Forders%2F42%3Ftab%3Ditems%23notes']);
+    const url = new URL(loc.assigned[0], PAGE);
+    assert.equal(url.searchParams.get('acr_values'), 'mfa');
+    assert.equal(url.searchParams.get('return_to'), '/orders/42?tab=items#notes');
+  });
+
+  it('keeps the return_to the login_url has', async () => {
+    const fetch = backend(() => stepUp('/auth/login?acr_values=mfa&return_to=%2Fsettings'));
+    const loc = fakeLocation();
+    const pending = createClient({ fetch, location: loc }).fetch('/api/echo/x');
+    assert.equal(await settledState(pending), 'pending');
+    assert.deepEqual(loc.assigned, ['/auth/login?acr_values=mfa&return_to=%2Fsettings']);
+  });
+
+  it('forgets the token, like any 401', async () => {
+    let n = 0;
+    const fetch = backend(() => (++n === 2 ? stepUp('/auth/login?acr_values=mfa') : json(200, {})));
+    const loc = fakeLocation();
+    const sp = createClient({ fetch, location: loc });
+    await sp.fetch('/api/echo/x', { method: 'POST' });
+    void sp.fetch('/api/echo/x', { method: 'POST' });
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(loc.assigned.length, 1);
+    await sp.fetch('/api/echo/x', { method: 'POST' });
+    assert.equal(sessionCalls(fetch), 2);
+  });
+
+  it('does not follow a login_url off Sallyport: falls back to the plain login', async () => {
+    const loginUrls = [
+      '//evil.example/auth/login',
+      'https://evil.example/auth/login?acr_values=mfa',
+      '/\\evil.example/auth/login',
+      '/\t/evil.example/auth/login',
+      'javascript:alert(1)',
+      'auth/login?acr_values=mfa',
+      '',
+      42,
+      null,
+    ];
+    for (const loginUrl of loginUrls) {
+      const fetch = backend(() => stepUp(loginUrl));
+      const loc = fakeLocation(`${PAGE}/a?b=c`);
+      const pending = createClient({ fetch, location: loc }).fetch('/api/echo/x');
+      assert.equal(await settledState(pending), 'pending');
+      assert.deepEqual(loc.assigned, ['/auth/login?return_to=%2Fa%3Fb%3Dc'], `login_url ${JSON.stringify(loginUrl)}`);
+    }
+  });
+
+  it('takes login_url only from a step_up_required answer', async () => {
+    const fetch = backend(() => json(401, { error: 'session_expired', login_url: '/auth/login?acr_values=mfa' }));
+    const loc = fakeLocation(`${PAGE}/a`);
+    const pending = createClient({ fetch, location: loc }).fetch('/api/echo/x');
+    assert.equal(await settledState(pending), 'pending');
+    assert.deepEqual(loc.assigned, ['/auth/login?return_to=%2Fa']);
+  });
+
+  it('puts the login_url under baseUrl', async () => {
+    const base = 'https://auth.example.com';
+    const fetch = backend(() => stepUp('/auth/login?acr_values=mfa'));
+    const loc = fakeLocation('https://spa.example.com/page?q=1#h');
+    const pending = createClient({ fetch, location: loc, baseUrl: base }).fetch('/api/echo/x');
+    assert.equal(await settledState(pending), 'pending');
+    assert.deepEqual(loc.assigned, [`${base}/auth/login?acr_values=mfa&return_to=%2Fpage%3Fq%3D1%23h`]);
+  });
+});
+
+describe('evaluate and can', () => {
+  const EVALUATIONS = '/api/auth/evaluations';
+  const sent = (call) => JSON.parse(call.init.body).evaluations;
+  /** Answers every question: may read, may not delete. */
+  const pdp = (call) =>
+    json(200, {
+      evaluations: sent(call).map((e) =>
+        e.action.name === 'read' ? { decision: true } : { decision: false, context: { reason_user: { en: `not ${e.resource.id}` } } },
+      ),
+    });
+  const evalCalls = (f) => f.calls.filter((c) => c.url === EVALUATIONS);
+
+  it('posts the questions as AuthZEN JSON with the CSRF token and answers in order', async () => {
+    const fetch = backend(pdp);
+    const sp = createClient({ fetch, location: fakeLocation() });
+    const decisions = await sp.evaluate([
+      { action: { name: 'read' }, resource: { type: 'order', id: '42' } },
+      { action: { name: 'delete' }, resource: { type: 'order', id: '42' } },
+    ]);
+    assert.deepEqual(decisions, [{ decision: true }, { decision: false, reasonUser: { en: 'not 42' } }]);
+    const [call] = evalCalls(fetch);
+    assert.equal(call.method, 'POST');
+    assert.equal(call.credentials, 'same-origin');
+    assert.equal(call.headers.get('x-csrf-token'), TOKEN);
+    assert.equal(call.headers.get('content-type'), 'application/json');
+    assert.equal(call.headers.get('accept'), 'application/json');
+    assert.deepEqual(JSON.parse(call.init.body), {
+      evaluations: [
+        { action: { name: 'read' }, resource: { type: 'order', id: '42' } },
+        { action: { name: 'delete' }, resource: { type: 'order', id: '42' } },
+      ],
+    });
+  });
+
+  it('sends a plain action string as { name }, and only name, type and id', async () => {
+    const fetch = backend(pdp);
+    const sp = createClient({ fetch, location: fakeLocation() });
+    await sp.evaluate([
+      { action: 'read', resource: { type: 'order', id: '1' } },
+      { action: { name: 'delete', extra: 1 }, resource: { type: 'order', id: '2', owner: 'x' } },
+    ]);
+    assert.deepEqual(sent(evalCalls(fetch)[0]), [
+      { action: { name: 'read' }, resource: { type: 'order', id: '1' } },
+      { action: { name: 'delete' }, resource: { type: 'order', id: '2' } },
+    ]);
+  });
+
+  it('splits 45 questions into batches of 20, 20 and 5, one after another, and keeps the order', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const fetch = backend(async (call) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      return json(200, { evaluations: sent(call).map((e) => ({ decision: Number(e.resource.id) % 3 === 0 })) });
+    });
+    const sp = createClient({ fetch, location: fakeLocation() });
+    const items = Array.from({ length: 45 }, (_, i) => ({ action: 'read', resource: { type: 'doc', id: String(i) } }));
+    const decisions = await sp.evaluate(items);
+    assert.deepEqual(
+      decisions,
+      items.map((_, i) => ({ decision: i % 3 === 0 })),
+    );
+    const calls = evalCalls(fetch);
+    assert.deepEqual(
+      calls.map((c) => sent(c).length),
+      [20, 20, 5],
+    );
+    assert.deepEqual(
+      calls.flatMap((c) => sent(c).map((e) => e.resource.id)),
+      items.map((e) => e.resource.id),
+    );
+    assert.equal(most, 1);
+    assert.equal(sessionCalls(fetch), 1);
+    for (const call of calls) assert.equal(call.headers.get('x-csrf-token'), TOKEN);
+  });
+
+  it('resolves an empty list to [] without any request', async () => {
+    const fetch = backend(pdp);
+    const sp = createClient({ fetch, location: fakeLocation() });
+    assert.deepEqual(await sp.evaluate([]), []);
+    assert.equal(fetch.calls.length, 0);
+  });
+
+  it('retries once with a fresh token after 403 csrf_failed', async () => {
+    let tokens = 0;
+    const fetch = backend((call) => (call.headers.get('x-csrf-token') === 'fresh' ? pdp(call) : json(403, { error: 'csrf_failed' })), {
+      session: () => loggedIn(++tokens === 1 ? 'stale' : 'fresh'),
+    });
+    const sp = createClient({ fetch, location: fakeLocation() });
+    assert.equal(await sp.can('read', { type: 'order', id: '42' }), true);
+    const calls = evalCalls(fetch);
+    assert.deepEqual(
+      calls.map((c) => c.headers.get('x-csrf-token')),
+      ['stale', 'fresh'],
+    );
+    assert.deepEqual(sent(calls[1]), [{ action: { name: 'read' }, resource: { type: 'order', id: '42' } }]);
+  });
+
+  it('sends the page to the login on 401, and never settles', async () => {
+    const fetch = backend(() => json(401, { error: 'session_expired', message: 'ended' }));
+    const loc = fakeLocation(`${PAGE}/a?b=c`);
+    const pending = createClient({ fetch, location: loc }).can('read', { type: 'order', id: '42' });
+    assert.equal(await settledState(pending), 'pending');
+    assert.deepEqual(loc.assigned, ['/auth/login?return_to=%2Fa%3Fb%3Dc']);
+  });
+
+  it('sends the page to the login when there is no session, without asking', async () => {
+    const fetch = backend(pdp, { session: loggedOut });
+    const loc = fakeLocation(`${PAGE}/a`);
+    const pending = createClient({ fetch, location: loc }).evaluate([{ action: 'read', resource: { type: 'o', id: '1' } }]);
+    assert.equal(await settledState(pending), 'pending');
+    assert.deepEqual(loc.assigned, ['/auth/login?return_to=%2Fa']);
+    assert.equal(evalCalls(fetch).length, 0);
+  });
+
+  it('follows a step_up_required answer to the login_url', async () => {
+    const fetch = backend(() => json(401, { error: 'step_up_required', login_url: '/auth/login?acr_values=mfa' }));
+    const loc = fakeLocation(`${PAGE}/a`);
+    const pending = createClient({ fetch, location: loc }).can('delete', { type: 'order', id: '42' });
+    assert.equal(await settledState(pending), 'pending');
+    assert.deepEqual(loc.assigned, ['/auth/login?acr_values=mfa&return_to=%2Fa']);
+  });
+
+  it('rejects with the code on 503 pdp_unavailable and 400', async () => {
+    const answers = {
+      1: () => json(503, { error: 'pdp_unavailable', message: 'the decision point is unavailable', correlation_id: 'corr-503' }),
+      2: () => json(400, { error: 'invalid_request', message: 'ask 1 to 20 evaluations at a time', correlation_id: 'corr-400' }),
+    };
+    let n = 0;
+    const fetch = backend(() => answers[++n]());
+    const loc = fakeLocation();
+    const sp = createClient({ fetch, location: loc });
+    await assert.rejects(sp.can('read', { type: 'order', id: '42' }), (err) => {
+      assert.ok(err instanceof SallyportError);
+      assert.equal(err.status, 503);
+      assert.equal(err.code, 'pdp_unavailable');
+      assert.equal(err.correlationId, 'corr-503');
+      assert.match(err.message, /^evaluation: HTTP 503 pdp_unavailable/);
+      return true;
+    });
+    await assert.rejects(sp.evaluate([{ action: 'read', resource: { type: 'order', id: '42' } }]), {
+      name: 'SallyportError',
+      status: 400,
+      code: 'invalid_request',
+      correlationId: 'corr-400',
+    });
+    assert.deepEqual(loc.assigned, []);
+  });
+
+  it('rejects a second 403 csrf_failed with its code', async () => {
+    const fetch = backend(() => json(403, { error: 'csrf_failed' }));
+    await assert.rejects(createClient({ fetch, location: fakeLocation() }).can('read', { type: 'o', id: '1' }), {
+      status: 403,
+      code: 'csrf_failed',
+    });
+    assert.equal(evalCalls(fetch).length, 2);
+  });
+
+  it('rejects a malformed answer as invalid_response', async () => {
+    const one = [{ action: 'read', resource: { type: 'order', id: '42' } }];
+    const answers = [
+      () => new Response('not json', { status: 200 }),
+      () => json(200, null),
+      () => json(200, [{ decision: true }]),
+      () => json(200, {}),
+      () => json(200, { evaluations: {} }),
+      () => json(200, { evaluations: [] }),
+      () => json(200, { evaluations: [{ decision: true }, { decision: true }] }),
+      () => json(200, { evaluations: [{ decision: 'true' }] }),
+      () => json(200, { evaluations: [{}] }),
+      () => json(200, { evaluations: [null] }),
+      () => json(200, { decision: true }),
+    ];
+    for (const answer of answers) {
+      const sp = createClient({ fetch: backend(answer), location: fakeLocation() });
+      await assert.rejects(sp.evaluate(one), { name: 'SallyportError', code: 'invalid_response' });
+    }
+  });
+
+  it('turns a network error into a SallyportError', async () => {
+    const cause = new TypeError('fetch failed');
+    const fetch = backend(() => {
+      throw cause;
+    });
+    await assert.rejects(createClient({ fetch, location: fakeLocation() }).can('read', { type: 'o', id: '1' }), (err) => {
+      assert.ok(err instanceof SallyportError);
+      assert.equal(err.code, 'network_error');
+      assert.equal(err.cause, cause);
+      return true;
+    });
+  });
+
+  it('can() resolves to the decision, and asks every time (no cache in the client)', async () => {
+    const fetch = backend(pdp);
+    const sp = createClient({ fetch, location: fakeLocation() });
+    assert.equal(await sp.can('read', { type: 'order', id: '42' }), true);
+    assert.equal(await sp.can({ name: 'delete' }, { type: 'order', id: '42' }), false);
+    assert.equal(await sp.can('read', { type: 'order', id: '42' }), true);
+    assert.equal(evalCalls(fetch).length, 3);
+  });
+
+  it('on another origin: asks Sallyport there with credentials include', async () => {
+    const base = 'https://auth.example.com';
+    const fetch = fakeFetch((call) => (call.url.endsWith('/api/auth/session') ? loggedIn() : pdp(call)));
+    const sp = createClient({ fetch, location: fakeLocation('https://spa.example.com/'), baseUrl: base });
+    assert.equal(await sp.can('read', { type: 'order', id: '42' }), true);
+    assert.deepEqual(
+      fetch.calls.map((c) => [c.url, c.credentials]),
+      [
+        [`${base}/api/auth/session`, 'include'],
+        [`${base}${EVALUATIONS}`, 'include'],
+      ],
+    );
+    assert.equal(fetch.calls[1].headers.get('x-csrf-token'), TOKEN);
+  });
+});
+
 describe('logout', () => {
   it('posts with the CSRF token, asks for JSON, then navigates to redirect_to', async () => {
     const endSession = 'http://127.0.0.1:9000/logout?id_token_hint=x&post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A8080%2F';
@@ -463,6 +757,10 @@ describe('default client', () => {
       client.login('/a');
       assert.equal(loc.assigned.at(-1), '/auth/login?return_to=%2Fa');
       assert.equal(typeof client.logout, 'function');
+      globalThis.fetch = backend((call) => json(200, { evaluations: JSON.parse(call.init.body).evaluations.map(() => ({ decision: true })) }));
+      assert.equal(await client.can('read', { type: 'order', id: '42' }), true);
+      assert.deepEqual(await client.evaluate([{ action: 'read', resource: { type: 'order', id: '1' } }]), [{ decision: true }]);
+      assert.equal(globalThis.fetch.calls.filter((c) => c.url === '/api/auth/evaluations').length, 2);
       assert.equal(typeof client.createClient, 'function');
     } finally {
       globalThis.fetch = saved.fetch;

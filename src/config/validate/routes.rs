@@ -7,6 +7,7 @@ impl Validator {
         &mut self,
         raw: Vec<RawRoute>,
         services: &[ServiceConfig],
+        authz: &AuthzConfig,
     ) -> Vec<RouteConfig> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
@@ -98,6 +99,12 @@ impl Validator {
             let require = r
                 .require
                 .and_then(|req| self.require(&key("require"), req, auth));
+            let step_up = r
+                .step_up
+                .and_then(|raw| self.step_up(&key("step_up"), raw, auth));
+            let route_authz = r
+                .authz
+                .and_then(|raw| self.route_authz(&key("authz"), raw, path.as_deref(), auth, authz));
             if let (Some(path), Some(service), Some(auth)) = (path, service, auth) {
                 out.push(RouteConfig {
                     path,
@@ -108,6 +115,8 @@ impl Validator {
                     max_body,
                     max_headers,
                     require,
+                    authz: route_authz,
+                    step_up,
                 });
             }
         }
@@ -161,6 +170,48 @@ impl Validator {
         Some(crate::authz::Require { claims })
     }
 
+    /// `routes[].step_up`: accepted `acr` values and/or a `max_age`.
+    fn step_up(
+        &mut self,
+        key: &str,
+        raw: crate::config::raw::RawStepUp,
+        auth: Option<AuthMode>,
+    ) -> Option<crate::authz::StepUp> {
+        if matches!(auth, Some(AuthMode::None | AuthMode::SessionOrBearer)) {
+            self.err(
+                key,
+                "asks how the session's user logged in, and this route's auth reads no session (or a machine client's bearer); use auth: session",
+            );
+            return None;
+        }
+        let acr = raw.acr.unwrap_or_default();
+        if acr.iter().any(|a| !crate::authz::is_acr(a)) {
+            self.err(
+                &format!("{key}.acr"),
+                "expected acr values such as [mfa] or [urn:example:loa:2] (no spaces or quotes)",
+            );
+            return None;
+        }
+        let max_age = match raw.max_age {
+            None => None,
+            Some(text) => match super::super::duration::parse_duration(&text) {
+                Some(d) if d.as_secs() > 0 => Some(d),
+                _ => {
+                    self.err(
+                        &format!("{key}.max_age"),
+                        "expected a duration of at least 1s such as 15m",
+                    );
+                    return None;
+                }
+            },
+        };
+        if acr.is_empty() && max_age.is_none() {
+            self.err(key, "expected acr: [mfa] and/or max_age: 15m");
+            return None;
+        }
+        Some(crate::authz::StepUp { acr, max_age })
+    }
+
     /// A route's `auth` must give its service's token something to work with.
     fn route_and_token(&mut self, key: &str, auth: AuthMode, service: &ServiceConfig) {
         if service.token.kind != TokenKind::Exchange {
@@ -194,6 +245,19 @@ fn check_route_path(path: &str) -> Result<(), &'static str> {
     if body.contains('*') {
         return Err("* is only allowed as the last segment (/api/orders/*)");
     }
+    let mut names = HashSet::new();
+    for segment in body.split('/').filter(|s| s.contains(['{', '}'])) {
+        let name = segment
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .ok_or(
+                "a named segment is a whole segment such as {id}: letters, digits and _ in braces",
+            )?;
+        if !names.insert(name) {
+            return Err("names a segment twice");
+        }
+    }
     check_segments(body)
 }
 
@@ -212,6 +276,16 @@ fn check_upstream_path(up: &str, route_path: Option<&str>) -> Result<(), &'stati
     }
     if up.ends_with("/*") && route_path.is_some_and(|p| !p.ends_with("/*")) {
         return Err("ends with /* but the route path has no /* to fill it");
+    }
+    for segment in body.split('/').filter(|s| s.contains(['{', '}'])) {
+        let name = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+        let known = route_path
+            .is_some_and(|p| crate::proxy::routes::param_names(p).any(|n| Some(n) == name));
+        if !known {
+            return Err(
+                "a {name} segment must be a whole segment naming one of the route path's, such as /v1/orders/{id}/*",
+            );
+        }
     }
     check_segments(body)
 }

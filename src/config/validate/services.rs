@@ -145,7 +145,7 @@ impl Validator {
         }
     }
 
-    fn token_spec(
+    pub(super) fn token_spec(
         &mut self,
         key: &str,
         raw: RawTokenSpec,

@@ -804,3 +804,217 @@ fn route_requirements_name_claims_and_need_a_session() {
     let e = errors(&routes("session", "{ roles: [admin] }"));
     assert!(has(&e, "routes[0].require.roles: unknown key"), "{e:?}");
 }
+
+fn with_authz(authz: &str, route: &str) -> String {
+    base().replace(
+        "routes:\n  - path: /api/orders/*\n    service: orders\n    upstream_path: /v1/orders/*\n",
+        &format!("authz:\n{authz}\nroutes:\n{route}"),
+    )
+}
+
+const PDP: &str = "  pdps:\n    main:\n      url: http://127.0.0.1:8181\n";
+
+#[test]
+fn a_route_asks_a_pdp_about_a_resource_named_by_its_path() {
+    let c = Config::parse(
+        &with_authz(
+            &format!(
+                "{PDP}      auth: {{ bearer: ${{CLIENT_SECRET}} }}\n      timeout: 250ms\n      cache: {{ ttl: 10s, deny_ttl: 2s, max_entries: 50 }}\n  subject: {{ properties: [roles] }}"
+            ),
+            "  - path: /api/tenants/{tenant}/orders/{id}/*\n    service: orders\n    upstream_path: /v1/{tenant}/orders/{id}/*\n    authz: { resource: { type: order, id: \"{tenant}/{id}\" }, action: { POST: approve } }\n",
+        ),
+        Path::new("/"),
+        &env(),
+    )
+    .unwrap();
+    let pdp = &c.authz.pdps[0];
+    assert_eq!(pdp.timeout, Duration::from_millis(250));
+    assert_eq!(pdp.cache.ttl, Duration::from_secs(10));
+    assert_eq!(pdp.cache.deny_ttl, Duration::from_secs(2));
+    assert_eq!(pdp.cache.max_entries, 50);
+    assert!(matches!(&pdp.auth, PdpAuth::Bearer(b) if b.expose() == "very-secret-value"));
+    assert_eq!(c.authz.subject.properties, ["roles"]);
+    assert_eq!(c.authz.subject.id, "sub");
+    let authz = c.routes[0].authz.as_ref().unwrap();
+    assert_eq!(authz.pdp, PdpRef::Remote(0), "the only PDP is the default");
+    assert_eq!(authz.resource_type, "order");
+    assert_eq!(
+        authz
+            .resource_id
+            .render("/x", &["acme".into(), "42".into()]),
+        "acme/42"
+    );
+    assert_eq!(authz.action.of(&Method::POST), "approve");
+    assert_eq!(authz.action.of(&Method::GET), "read");
+}
+
+#[test]
+fn authz_mistakes_name_the_key_and_the_fix() {
+    let route = |authz: &str| {
+        format!("  - path: /api/orders/{{id}}\n    service: orders\n    authz: {authz}\n")
+    };
+    let e = errors(&with_authz(
+        PDP,
+        &route("{ resource: { type: order, id: \"{oid}\" } }"),
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[0].authz.resource.id: names {oid}, which is not a segment of the route's path (segments: id)"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        PDP,
+        &route("{ pdp: other, resource: { type: order } }"),
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[0].authz.pdp: names no PDP under authz.pdps (known: main)"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(PDP, &route("{ resource: { id: \"{id}\" } }")));
+    assert!(
+        has(&e, "routes[0].authz.resource.type: is required"),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        PDP,
+        &route("{ resource: { type: \"order item\" } }"),
+    ));
+    assert!(
+        has(&e, "routes[0].authz.resource.type: expected a type name"),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        PDP,
+        &route("{ resource: { type: order }, action: { FETCH GET: read } }"),
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[0].authz.action.FETCH GET: expected an HTTP method"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        PDP,
+        "  - path: /api/orders/*\n    service: orders\n    auth: none\n    authz: { resource: { type: order } }\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[0].authz: asks about the session's user, and auth: none"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        "  pdps:\n    main:\n      url: http://127.0.0.1:8181?x=1\n      auth: { bearer: a, token: { kind: client_credentials } }\n",
+        &route("{ resource: { type: order } }"),
+    ));
+    assert!(
+        has(&e, "authz.pdps.main.url: expected the PDP's base URL"),
+        "{e:?}"
+    );
+    assert!(
+        has(&e, "authz.pdps.main.auth: expected one of bearer"),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        &format!("{PDP}      auth: {{ token: {{ kind: exchange, audience: pdp }} }}\n"),
+        &route("{ resource: { type: order } }"),
+    ));
+    assert!(
+        has(
+            &e,
+            "authz.pdps.main.auth.token.kind: a PDP is called with Sallyport's own token"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        PDP,
+        &route("{ pdp: embedded, resource: { type: order } }"),
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[0].authz.pdp: embedded needs a policy file: authz.policies"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_authz(
+        &format!("{PDP}  policies: ./missing.cedar\n"),
+        &route("{ pdp: embedded, resource: { type: order } }"),
+    ));
+    assert!(
+        has(
+            &e,
+            "authz.policies: cannot read /etc/sallyport/./missing.cedar"
+        ),
+        "{e:?}"
+    );
+    for (path, why) in [
+        ("/api/{a}/x/{a}", "names a segment twice"),
+        ("/api/x{id}", "a named segment is a whole segment"),
+        ("/api/{}/x", "a named segment is a whole segment"),
+    ] {
+        let e = errors(&with_authz(
+            PDP,
+            &format!("  - path: {path}\n    service: orders\n"),
+        ));
+        assert!(has(&e, &format!("routes[0].path: {why}")), "{path}: {e:?}");
+    }
+    let e = errors(&with_authz(
+        PDP,
+        "  - path: /api/orders/{id}\n    service: orders\n    upstream_path: /v1/{oid}\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "routes[0].upstream_path: a {name} segment must be a whole segment naming one of the route path's"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn embedded_policies_are_parsed_by_check_with_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.cedar");
+    let route = "  - path: /api/orders/{id}\n    service: orders\n    authz: { resource: { type: order, id: \"{id}\" } }\n";
+    std::fs::write(&file, "permit (principal, action, resource);\n").unwrap();
+    let yaml = with_authz("  policies: ./policies.cedar\n", route);
+    let c = Config::parse(&yaml, dir.path(), &env()).unwrap();
+    assert_eq!(
+        c.routes[0].authz.as_ref().unwrap().pdp,
+        PdpRef::Embedded,
+        "the only engine is the default"
+    );
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource);\n// fine\npermit (principal action, resource);\n",
+    )
+    .unwrap();
+    let e = match Config::parse(&yaml, dir.path(), &env()) {
+        Ok(_) => panic!("a broken policy file is refused"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    let prefix = format!(
+        "authz.policies: {}:3:19: unexpected token",
+        dir.path().join("./policies.cedar").display()
+    );
+    assert!(has(&e, &prefix), "{e:?}");
+    assert_eq!(e.len(), 1, "no second error on the route: {e:?}");
+    let both = with_authz(&format!("{PDP}  policies: ./policies.cedar\n"), route);
+    std::fs::write(&file, "permit (principal, action, resource);\n").unwrap();
+    let e = match Config::parse(&both, dir.path(), &env()) {
+        Ok(_) => panic!("two engines, no choice"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert!(
+        has(&e, "routes[0].authz.pdp: is required: embedded"),
+        "{e:?}"
+    );
+}

@@ -199,6 +199,12 @@ impl Browser {
     /// Walks the provider's pages from `url` — filling in the login form as `user` — until the
     /// provider redirects back to the gateway; returns that callback URL (not yet followed).
     pub async fn through_provider(&self, url: &str, user: &str) -> String {
+        self.through_provider_with(url, user, None).await
+    }
+
+    /// [`Browser::through_provider`], entering the one-time code `otp` (a multi-factor login)
+    /// when given.
+    pub async fn through_provider_with(&self, url: &str, user: &str, otp: Option<&str>) -> String {
         let mut url = url.to_owned();
         for _ in 0..20 {
             if url.starts_with(&self.gateway) {
@@ -223,7 +229,11 @@ impl Browser {
             let resp = self
                 .http
                 .request(Method::POST, action.clone())
-                .form(&[("login", user), ("password", "secret")])
+                .form(&[
+                    ("login", user),
+                    ("password", "secret"),
+                    ("otp", otp.unwrap_or("")),
+                ])
                 .send()
                 .await
                 .unwrap();

@@ -151,6 +151,37 @@ async fn set_cookie() -> Response {
         .unwrap()
 }
 
+/// An API that needs a multi-factor login (RFC 9470): it reads the `acr` of the ID token it
+/// is given as bearer (service `echo_id`) and answers `401` with an
+/// `insufficient_user_authentication` challenge unless it is `mfa`.
+async fn step_up(req: Request) -> Response {
+    use base64::Engine as _;
+    let acr = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|jwt| jwt.split('.').nth(1))
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|claims| claims["acr"].as_str().map(str::to_owned));
+    if acr.as_deref() == Some("mfa") {
+        return axum::Json(json!({ "granted": true })).into_response();
+    }
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(
+            "www-authenticate",
+            r#"Bearer error="insufficient_user_authentication", error_description="A multi-factor login is required", acr_values="mfa""#,
+        )
+        .body(Body::from("step up"))
+        .unwrap()
+}
+
 impl Upstream {
     /// Starts the upstream on a free port.
     pub async fn start() -> Upstream {
@@ -162,6 +193,7 @@ impl Upstream {
             .route("/ws", any(ws))
             .route("/events", any(events))
             .route("/set-cookie", any(set_cookie))
+            .route("/step-up", any(step_up))
             .fallback(echo)
             .with_state(Arc::clone(&seen));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
