@@ -1,6 +1,8 @@
 //! Criterion micro-benchmarks of the per-request pieces of the proxy path: cookie → session id
 //! → store key, opening a sealed session, the whole memory-store lookup, route matching over
-//! 200 routes, and rewriting a browser's headers for the upstream.
+//! 200 routes, rewriting a browser's headers for the upstream, and authorization: one
+//! embedded Cedar decision, and building the AuthZEN question whose digest keys the remote
+//! decision cache.
 //!
 //! `cargo bench --bench hot_path`; `cargo test --all-targets` runs each once, so they build.
 
@@ -200,5 +202,55 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches);
+/// The question a route asks about `record`'s user, built as admission builds it.
+fn question<'a>(
+    subject: &'a sallyport::config::SubjectConfig,
+    record: &'a SessionRecord,
+    action: &'a str,
+    id: &'a str,
+) -> sallyport::authz::Question<'a> {
+    use sallyport::authz::question::{Context, Named, Resource};
+    use std::borrow::Cow;
+    sallyport::authz::Question {
+        subject: sallyport::authz::Subject::of(subject, record).expect("a sub"),
+        action: Named {
+            name: Cow::Borrowed(action),
+        },
+        resource: Resource {
+            kind: Cow::Borrowed("order"),
+            id: Cow::Borrowed(id),
+        },
+        context: Context::of(record, "203.0.113.7".parse().unwrap(), 1_800_000_000),
+    }
+}
+
+fn authz(c: &mut Criterion) {
+    let policies = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/pdp/policies.cedar"
+    ))
+    .expect("the test policies");
+    let engine = sallyport::authz::Embedded::parse(&policies, "policies.cedar").unwrap();
+    let subject = sallyport::config::SubjectConfig::default();
+    let mut record = record();
+    record
+        .claims
+        .insert("roles".into(), serde_json::json!(["viewer", "billing"]));
+    c.bench_function("cedar_decision", |b| {
+        b.iter(|| {
+            let q = question(&subject, &record, black_box("delete"), "42");
+            engine.decide(&q).permit
+        });
+    });
+    c.bench_function("authz_question_digest", |b| {
+        use sha2::Digest as _;
+        b.iter(|| {
+            let q = question(&subject, &record, black_box("read"), "42");
+            let body = serde_json::to_vec(&q).unwrap();
+            sha2::Sha256::digest(&body)
+        });
+    });
+}
+
+criterion_group!(hot_path, benches, authz);
 criterion_main!(hot_path);

@@ -37,6 +37,37 @@ pub struct Decision {
     pub reason_user: Option<Arc<serde_json::Value>>,
 }
 
+impl Decision {
+    /// The reason for the user as one text: the PDP's string, or of its texts by language
+    /// (AuthZEN keys such as `en` or `en-403`) the first language `accept_language` lists,
+    /// else English, else the first.
+    pub fn reason_text(&self, accept_language: Option<&str>) -> Option<&str> {
+        let reason = self.reason_user.as_deref()?;
+        if let Some(text) = reason.as_str() {
+            return Some(text);
+        }
+        let texts = reason.as_object()?;
+        let of = |lang: &str| {
+            texts.iter().find_map(|(key, text)| {
+                let key_lang = key.split('-').next().unwrap_or(key);
+                key_lang
+                    .eq_ignore_ascii_case(lang)
+                    .then(|| text.as_str())
+                    .flatten()
+            })
+        };
+        accept_language
+            .into_iter()
+            .flat_map(|header| header.split(','))
+            .filter_map(|item| item.split(';').next())
+            .map(|tag| tag.trim().split('-').next().unwrap_or(""))
+            .filter(|lang| !lang.is_empty() && *lang != "*")
+            .find_map(of)
+            .or_else(|| of("en"))
+            .or_else(|| texts.values().find_map(serde_json::Value::as_str))
+    }
+}
+
 /// Why no decision could be had: the request fails closed.
 #[derive(Debug, thiserror::Error)]
 pub enum PdpError {
@@ -113,5 +144,41 @@ impl Authz {
                 .decide(question)),
             PdpRef::Remote(i) => self.remote[i].decide(question, token).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_reason_is_one_text_in_the_users_language() {
+        let by_language = Decision {
+            permit: false,
+            reason_user: Some(Arc::new(
+                json!({"de-403": "Nein", "en-403": "No", "fr": "Non"}),
+            )),
+        };
+        assert_eq!(
+            by_language.reason_text(Some("fr-CH, de;q=0.8")),
+            Some("Non")
+        );
+        assert_eq!(
+            by_language.reason_text(Some("de-DE,en;q=0.5")),
+            Some("Nein")
+        );
+        assert_eq!(by_language.reason_text(Some("ja")), Some("No"), "English");
+        assert_eq!(by_language.reason_text(None), Some("No"));
+        let only = Decision {
+            permit: false,
+            reason_user: Some(Arc::new(json!({"es": "No es posible"}))),
+        };
+        assert_eq!(only.reason_text(None), Some("No es posible"), "the first");
+        let text = Decision {
+            permit: false,
+            reason_user: Some(Arc::new(json!("Locked"))),
+        };
+        assert_eq!(text.reason_text(Some("de")), Some("Locked"));
     }
 }

@@ -82,11 +82,18 @@ impl Embedded {
             .authorizer
             .is_authorized(&request, &self.policies, &entities);
         let permit = response.decision() == cedar_policy::Decision::Allow;
+        // Of the policies that decided, the first in the file with a reason gives it (Cedar
+        // reports them as a set; its ids are `policy0`, `policy1`, … in file order).
         let reason_user = (!permit)
             .then(|| {
-                response
-                    .diagnostics()
-                    .reason()
+                let mut ids: Vec<_> = response.diagnostics().reason().collect();
+                ids.sort_by_key(|id| {
+                    id.to_string()
+                        .strip_prefix("policy")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .unwrap_or(usize::MAX)
+                });
+                ids.into_iter()
                     .find_map(|id| self.policies.annotation(id, "reason_user"))
             })
             .flatten()

@@ -13,8 +13,10 @@
 //!    the session cookie (`401 not_authenticated` / `session_expired`, unless `optional`);
 //! 4. **CSRF** for a cookie-authenticated request: unsafe methods need an allowed origin and
 //!    the session's token (the origin alone for pages under no route), WebSocket upgrades an
-//!    allowed origin (`403`); then **authorization** (`authz`): the route's `require` met, or
-//!    `403 access_denied` (an `optional` route with requirements needs a session: `401`);
+//!    allowed origin (`403`); then **authorization** (`authz`): the route's `step_up` met
+//!    (`401 step_up_required`), its `require` met and its policy decision point's permit
+//!    (`403 access_denied`, `503 pdp_unavailable`); an `optional` route with any of these
+//!    needs a session (`401`);
 //! 5. **token**: the token the route's service receives (`tokens`): the session's own,
 //!    refreshed when about to expire; one exchanged for the service (cached in the session);
 //!    or Sallyport's own client-credentials token.
@@ -325,8 +327,12 @@ async fn ask_pdp(
         return Ok(());
     }
     let denied = ApiError::new(ErrorCode::AccessDenied);
-    Err(match decision.reason_user {
-        Some(reason) => denied.with_field("reason_user", (*reason).clone()),
+    let language = ask
+        .headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    Err(match decision.reason_text(language) {
+        Some(reason) => denied.with_field("reason_user", reason.into()),
         None => denied,
     })
 }

@@ -127,13 +127,16 @@ pub async fn evaluations(
         })
     }))
     .await;
+    let language = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
     let mut answers = Vec::with_capacity(decisions.len());
     for decision in decisions {
         let decision =
             decision.map_err(|e| ApiError::new(ErrorCode::PdpUnavailable).with_cause(e))?;
-        answers.push(match decision.reason_user {
+        answers.push(match decision.reason_text(language) {
             Some(reason) if !decision.permit => {
-                json!({ "decision": false, "context": { "reason_user": *reason } })
+                json!({ "decision": false, "context": { "reason_user": reason } })
             }
             _ => json!({ "decision": decision.permit }),
         });

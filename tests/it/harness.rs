@@ -5,6 +5,7 @@ pub mod bad_provider;
 pub mod browser;
 pub mod gateway;
 pub mod nginx;
+pub mod pdp;
 pub mod provider;
 pub mod redis;
 pub mod upstream;

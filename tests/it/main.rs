@@ -18,6 +18,7 @@ mod limits;
 mod login;
 mod multi;
 mod nginx;
+mod pdp;
 mod process;
 mod proxy;
 mod refresh;
