@@ -90,12 +90,18 @@ pub enum PdpError {
     },
 }
 
+/// Embedded decisions kept at most (a minute's worth of distinct questions).
+const EMBEDDED_CACHE_ENTRIES: u64 = 100_000;
+
 /// The decision points routes ask.
 #[derive(Debug)]
 pub struct Authz {
     remote: Vec<remote::Pdp>,
     /// The embedded engine, when `authz.policies` is set.
     pub embedded: Option<Embedded>,
+    /// Its decisions: a question (with its minute) always gets the same answer from the
+    /// same policies, and a cached one costs a digest instead of a Cedar evaluation.
+    embedded_cache: moka::future::Cache<[u8; 32], Decision>,
     /// How the subject is described.
     pub subject: crate::config::SubjectConfig,
 }
@@ -115,6 +121,10 @@ impl Authz {
                 Embedded::parse(&file.text, &file.path.display().to_string())
                     .expect("config validation parsed the policies")
             }),
+            embedded_cache: moka::future::Cache::builder()
+                .max_capacity(EMBEDDED_CACHE_ENTRIES)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
             subject: config.authz.subject.clone(),
         }
     }
@@ -137,11 +147,20 @@ impl Authz {
             >,
     {
         match pdp {
-            PdpRef::Embedded => Ok(self
-                .embedded
-                .as_ref()
-                .expect("config validation checks that policies are configured")
-                .decide(question)),
+            PdpRef::Embedded => {
+                let engine = self
+                    .embedded
+                    .as_ref()
+                    .expect("config validation checks that policies are configured");
+                let key = question.digest();
+                if let Some(decision) = self.embedded_cache.get(&key).await {
+                    return Ok(decision);
+                }
+                Ok(self
+                    .embedded_cache
+                    .get_with(key, async { engine.decide(question) })
+                    .await)
+            }
             PdpRef::Remote(i) => self.remote[i].decide(question, token).await,
         }
     }

@@ -140,16 +140,24 @@ fn request(q: &Question<'_>) -> Option<(Request, Entities)> {
         None,
     )
     .ok()?;
-    let context = match serde_json::to_value(&q.context) {
-        Ok(Value::Object(map)) => map,
-        _ => return None,
-    };
-    let context = Context::from_pairs(
-        context
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), expression(v)?))),
-    )
-    .ok()?;
+    // The same record as the question's JSON context.
+    let mut context = vec![
+        (
+            "client_ip".to_owned(),
+            RestrictedExpression::new_string(q.context.client_ip.to_string()),
+        ),
+        (
+            "time".to_owned(),
+            RestrictedExpression::new_string(q.context.time.as_str().to_owned()),
+        ),
+    ];
+    if let Some(acr) = q.context.acr {
+        context.push((
+            "acr".to_owned(),
+            RestrictedExpression::new_string(acr.to_owned()),
+        ));
+    }
+    let context = Context::from_pairs(context).ok()?;
     let request = Request::new(principal, action, resource, context, None).ok()?;
     Some((request, entities))
 }

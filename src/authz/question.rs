@@ -208,7 +208,7 @@ pub struct Context<'a> {
     /// The client's address (see `http::client`).
     pub client_ip: IpAddr,
     /// RFC 3339, UTC, seconds zeroed.
-    pub time: String,
+    pub time: Minute,
     /// The session's `acr`, when the provider gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acr: Option<&'a str>,
@@ -241,32 +241,104 @@ impl<'a> Context<'a> {
     pub fn of(record: &'a SessionRecord, client_ip: IpAddr, now: u64) -> Self {
         Self {
             client_ip,
-            time: rfc3339_minute(now),
+            time: Minute::of(now),
             acr: record.claims.get("acr").and_then(Value::as_str),
         }
     }
 }
 
-/// `now` (unix seconds) as RFC 3339 in UTC with the seconds zeroed, e.g.
-/// `2026-12-04T04:32:00Z`. Written out because no dependency here formats dates; the civil
-/// date is Howard Hinnant's `civil_from_days`.
-fn rfc3339_minute(now: u64) -> String {
-    let days = (now / 86_400) as i64;
-    let minutes = (now % 86_400) / 60;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:00Z",
-        minutes / 60,
-        minutes % 60
-    )
+impl Question<'_> {
+    /// A digest of everything the question says, the decision cache's key: equal exactly when
+    /// the questions are. Cheaper than hashing the JSON body (which is built only when a PDP
+    /// is called): each part is hashed with its length, property values as JSON.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        struct Hashing(sha2::Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(sha2::Sha256::new());
+        let part = |h: &mut Hashing, bytes: &[u8]| {
+            h.0.update((bytes.len() as u64).to_le_bytes());
+            h.0.update(bytes);
+        };
+        part(&mut h, self.subject.kind.as_bytes());
+        part(&mut h, self.subject.id.as_bytes());
+        for (name, value) in self.subject.properties.iter() {
+            part(&mut h, name.as_bytes());
+            // JSON is self-delimiting; a value that fails to serialise (none do) is marked.
+            if serde_json::to_writer(&mut h, value).is_err() {
+                h.0.update([0xff]);
+            }
+        }
+        part(&mut h, b"");
+        part(&mut h, self.action.name.as_bytes());
+        part(&mut h, self.resource.kind.as_bytes());
+        part(&mut h, self.resource.id.as_bytes());
+        match self.context.client_ip {
+            IpAddr::V4(ip) => part(&mut h, &ip.octets()),
+            IpAddr::V6(ip) => part(&mut h, &ip.octets()),
+        }
+        part(&mut h, self.context.time.as_str().as_bytes());
+        match self.context.acr {
+            Some(acr) => part(&mut h, acr.as_bytes()),
+            None => h.0.update([0xff]),
+        }
+        h.0.finalize().into()
+    }
+}
+
+/// A time as RFC 3339 in UTC with the seconds zeroed, e.g. `2026-12-04T04:32:00Z`, kept in
+/// place (no allocation per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Minute([u8; 20]);
+
+impl Minute {
+    /// The minute of `now` (unix seconds). Written out because no dependency here formats
+    /// dates; the civil date is Howard Hinnant's `civil_from_days`.
+    pub fn of(now: u64) -> Self {
+        let days = (now / 86_400) as i64;
+        let minutes = (now % 86_400) / 60;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999) as u64;
+        let mut out = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, width: usize, mut n: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month as u64);
+        put(8, 2, day as u64);
+        put(11, 2, minutes / 60);
+        put(14, 2, minutes % 60);
+        Self(out)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII digits and separators")
+    }
+}
+
+impl Serialize for Minute {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -275,10 +347,83 @@ mod tests {
 
     #[test]
     fn time_is_utc_to_the_minute() {
-        assert_eq!(rfc3339_minute(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_minute(951_782_459), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_minute(1_796_358_779), "2026-12-04T04:32:00Z");
-        assert_eq!(rfc3339_minute(4_102_444_799), "2099-12-31T23:59:00Z");
+        let at = |now| Minute::of(now).as_str().to_owned();
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_459), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_358_779), "2026-12-04T04:32:00Z");
+        assert_eq!(at(4_102_444_799), "2099-12-31T23:59:00Z");
+        assert_eq!(
+            serde_json::to_string(&Minute::of(60)).unwrap(),
+            "\"1970-01-01T00:01:00Z\""
+        );
+    }
+
+    #[test]
+    fn the_digest_tells_every_part_apart() {
+        let config = SubjectConfig::default();
+        let record = |claims: Value| SessionRecord {
+            v: 1,
+            provider: "main".into(),
+            sub: "alice".into(),
+            sid: None,
+            claims: claims.as_object().unwrap().clone(),
+            id_token: crate::secret::IdToken::new("id"),
+            access_token: crate::secret::AccessToken::new("at"),
+            access_expires_at: None,
+            refresh_token: None,
+            id_expires_at: None,
+            service_tokens: Default::default(),
+            created_at: 0,
+            last_seen: 0,
+            expires_at: 0,
+            csrf_token: "csrf".into(),
+        };
+        let alice = record(serde_json::json!({"roles": ["admin"]}));
+        let ask = |r: &SessionRecord, action: &'static str, id: &'static str, ip: &str, now| {
+            Question {
+                subject: Subject::of(&config, r).unwrap(),
+                action: Named {
+                    name: Cow::Borrowed(action),
+                },
+                resource: Resource {
+                    kind: Cow::Borrowed("order"),
+                    id: Cow::Borrowed(id),
+                },
+                context: Context::of(r, ip.parse().unwrap(), now),
+            }
+            .digest()
+        };
+        let base = ask(&alice, "read", "42", "10.0.0.1", 600);
+        assert_eq!(
+            base,
+            ask(&alice, "read", "42", "10.0.0.1", 659),
+            "same minute"
+        );
+        let viewer = record(serde_json::json!({"roles": ["viewer"]}));
+        let others = [
+            ask(&alice, "read", "42", "10.0.0.1", 660),
+            ask(&alice, "reads", "42", "10.0.0.1", 600),
+            ask(&alice, "read", "421", "10.0.0.1", 600),
+            ask(&alice, "read", "42", "10.0.0.2", 600),
+            ask(&viewer, "read", "42", "10.0.0.1", 600),
+            ask(
+                &record(serde_json::json!({})),
+                "read",
+                "42",
+                "10.0.0.1",
+                600,
+            ),
+            ask(
+                &record(serde_json::json!({"acr": "mfa", "roles": ["admin"]})),
+                "read",
+                "42",
+                "10.0.0.1",
+                600,
+            ),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert_ne!(&base, other, "{i}");
+        }
     }
 
     #[test]

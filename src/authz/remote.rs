@@ -1,9 +1,9 @@
 //! A remote policy decision point speaking OpenID AuthZEN 1.0 (`POST {url}/access/v1/evaluation`),
 //! behind a decision cache.
 //!
-//! The cache is keyed by a SHA-256 digest of the exact request body (subject with its
-//! properties, action, resource, context), so a cached decision is only ever reused for the
-//! very question it answered; the context's time is to the minute for that reason. Permits
+//! The cache is keyed by a SHA-256 digest of everything the question says (subject with its
+//! properties, action, resource, context: `Question::digest`), so a cached decision is only
+//! ever reused for the very question it answered; the context's time is to the minute for that reason. Permits
 //! and denials have their own time to live; concurrent identical questions wait for one
 //! evaluation (moka's `try_get_with`). Failures are not cached: the next request asks again.
 
@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::{Decision, PdpError, Question};
@@ -120,27 +119,30 @@ impl Pdp {
         F: FnOnce(usize) -> Fut,
         Fut: Future<Output = Result<Arc<SharedToken>, TokenFailure>>,
     {
-        let body = serde_json::to_vec(question).expect("a question serialises");
-        let key: [u8; 32] = Sha256::digest(&body).into();
-        self.cache
-            .try_get_with(key, async {
-                let shared = match self.auth {
-                    Auth::Broker(plan) => {
-                        Some(token(plan).await.map_err(|cause| PdpError::NoToken {
-                            pdp: self.name.clone(),
-                            cause,
-                        })?)
-                    }
-                    _ => None,
-                };
-                let bearer = match (&self.auth, &shared) {
-                    (Auth::Bearer(token), _) => Some(token.expose()),
-                    (_, Some(shared)) => Some(shared.access_token.expose()),
-                    _ => None,
-                };
-                self.ask(body, bearer).await
-            })
-            .await
+        let key = question.digest();
+        // The common case first, without building the (large) future that asks the PDP.
+        if let Some(decision) = self.cache.get(&key).await {
+            return Ok(decision);
+        }
+        Box::pin(self.cache.try_get_with(key, async {
+            let body = serde_json::to_vec(question).expect("a question serialises");
+            let shared = match self.auth {
+                Auth::Broker(plan) => {
+                    Some(token(plan).await.map_err(|cause| PdpError::NoToken {
+                        pdp: self.name.clone(),
+                        cause,
+                    })?)
+                }
+                _ => None,
+            };
+            let bearer = match (&self.auth, &shared) {
+                (Auth::Bearer(token), _) => Some(token.expose()),
+                (_, Some(shared)) => Some(shared.access_token.expose()),
+                _ => None,
+            };
+            self.ask(body, bearer).await
+        }))
+        .await
     }
 
     /// Sends one evaluation request.

@@ -301,7 +301,11 @@ async fn ask_pdp(
     };
     let Some(subject) = Subject::of(&app.authz.subject, &session.record) else {
         // The session lacks the claim the subject's id comes from: nobody to ask about.
-        return Err(ApiError::new(ErrorCode::AccessDenied));
+        return Err(
+            ApiError::new(ErrorCode::AccessDenied).with_cause(std::io::Error::other(
+                "the session has no string claim to take the subject's id from (authz.subject.id)",
+            )),
+        );
     };
     let path = crate::proxy::routes::normalize(ask.path).map_err(ApiError::invalid_path)?;
     let question = crate::authz::Question {

@@ -79,6 +79,7 @@ fn preflight(app: &AppState, req: &Request, origin: HeaderValue) -> Response {
     let methods = match path {
         "/auth/logout" => HeaderValue::from_static("POST"),
         "/api/auth/session" => HeaderValue::from_static("GET"),
+        "/api/auth/evaluations" => HeaderValue::from_static("POST"),
         _ => match app.proxy.routes().find(path) {
             Ok(Some(m)) => m.route.allow.clone(),
             _ => {

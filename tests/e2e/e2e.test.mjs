@@ -488,3 +488,148 @@ test('two-origin dev mode: CORS allows the configured dev origin and refuses oth
   assert.equal(stack.echo.requests.filter((r) => r.at >= since && r.path === '/echo/x').length, 1,
     'the not-allowed origin\'s POST never reached the upstream');
 }));
+
+// ---------------------------------------------------------------------------------------------
+// Per-route authorization: /api/orders/{id}/* is checked against examples/demo/policies.cedar by
+// the embedded Cedar engine; the SPA asks `can('delete', order 42)` to show its delete button.
+
+const ORDER_DENIED = 'Only administrators may delete orders';
+
+/** Records every response `context` receives (URL, method, status, headers, body). */
+function recordResponses(context) {
+  const seen = [];
+  const pending = [];
+  context.on('response', (res) => {
+    const entry = { url: res.url(), method: res.request().method(), status: res.status(), headers: '', body: '' };
+    seen.push(entry);
+    pending.push((async () => {
+      entry.headers = JSON.stringify(await res.allHeaders().catch(() => res.headers()));
+      const body = await Promise.race([res.body(), sleep(5_000).then(() => { throw new Error('timeout'); })])
+        .catch(() => null);
+      entry.body = body ? body.toString('latin1') : '';
+    })());
+  });
+  return { seen, settled: () => Promise.all(pending) };
+}
+
+/** No access token the upstream got since `since`, nor any JWT, in what the browser received or the page can read. */
+async function assertNoTokenInBrowser(t, { page, context, recorded, since }) {
+  await recorded.settled();
+  const tokens = stack.echo.tokens(since);
+  assert.ok(tokens.length >= 1, 'the upstream received a bearer token to look for');
+  t.diagnostic(`${recorded.seen.length} responses checked for ${tokens.length} access token(s)`);
+  for (const e of recorded.seen) {
+    assertNoSecrets(`${e.method} ${e.url} (${e.status})`, { url: e.url, headers: e.headers, body: e.body }, tokens);
+  }
+  assertNoSecrets('the page', await readable(page), tokens);
+  for (const c of await context.cookies()) assertNoSecrets(`cookie ${c.name}`, { value: c.value }, tokens);
+}
+
+/** Waits until the SPA has the answer to `can('delete', order 42)`; returns `data-can-delete`. */
+async function canDeleteAnswer(page) {
+  let state;
+  await waitUntil(async () => {
+    state = await page.getAttribute('#order', 'data-can-delete');
+    return state !== null && state !== 'unknown';
+  }, { message: async () => `#order[data-can-delete] to be answered (is ${JSON.stringify(state)}, #error ${JSON.stringify(await text(page, '#error'))})` });
+  return state;
+}
+
+/** The decision of the SPA's `POST /api/auth/evaluations` for deleting order 42, as the browser received it. */
+async function recordedDecision(recorded) {
+  await recorded.settled();
+  const answers = recorded.seen.filter((e) => e.method === 'POST' && e.url === `${stack.gw}/api/auth/evaluations`);
+  assert.equal(answers.length, 1, 'the SPA asked the gateway once');
+  assert.equal(answers[0].status, 200);
+  const { evaluations } = JSON.parse(answers[0].body);
+  assert.equal(evaluations.length, 1);
+  return evaluations[0];
+}
+
+/**
+ * Clicks `#<button>` (as a user would, or `byScript`, which clicks a hidden one too) and waits
+ * until `#order-status` shows the answer to `request`.
+ */
+async function orderAction(page, button, request, { byScript = false } = {}) {
+  if (byScript) await page.evaluate((id) => document.getElementById(id).click(), button);
+  else await page.click(`#${button}`);
+  await waitUntil(async () => (await text(page, '#order-request')) === request && /HTTP \d{3}|failed/.test(await text(page, '#order-status')), {
+    message: async () => `#order-status after ${request} (is ${JSON.stringify(await text(page, '#order-status'))}, #error ${JSON.stringify(await text(page, '#error'))})`,
+  });
+  return { status: await text(page, '#order-status'), result: await text(page, '#order-result') };
+}
+
+test('authorization: an admin sees "Delete order 42", and the delete reaches the upstream', TEST, (t) => withContext(t, async (context) => {
+  const since = Date.now();
+  const recorded = recordResponses(context);
+  const page = await signedInPage(context, stack); // alice: roles [admin, billing]
+
+  await page.waitForSelector('#order-delete', { state: 'visible', timeout: WAIT_MS });
+  assert.equal(await page.getAttribute('#order', 'data-can-delete'), 'true');
+  assert.equal((await recordedDecision(recorded)).decision, true);
+
+  const deleted = await orderAction(page, 'order-delete', 'DELETE /api/orders/42/x');
+  assert.equal(deleted.status, '→ HTTP 200');
+  const shown = JSON.parse(deleted.result);
+  assert.equal(shown.method, 'DELETE');
+  assert.equal(shown.path, '/echo/orders/42/x');
+  assert.match(shown.headers.authorization, /redacted/);
+  assert.ok(await emptyOrHidden(page, '#error'), '#error stays empty');
+
+  const reached = stack.echo.requests.filter((r) => r.at >= since && r.path === '/echo/orders/42/x');
+  assert.equal(reached.length, 1, 'the upstream received one DELETE /echo/orders/42/x');
+  assert.equal(reached[0].method, 'DELETE');
+  assert.match(reached[0].authorization ?? '', /^Bearer \S+$/);
+  assert.equal(reached[0].headers['x-auth-request-user'], 'alice');
+
+  const loaded = await orderAction(page, 'order-load', 'GET /api/orders/42/details');
+  assert.equal(loaded.status, '→ HTTP 200');
+  assert.equal(JSON.parse(loaded.result).path, '/echo/orders/42/details');
+
+  await assertNoTokenInBrowser(t, { page, context, recorded, since });
+}));
+
+test('authorization: a viewer never sees "Delete order 42", and a DELETE sent anyway gets 403 with the policy\'s reason', TEST, (t) => withContext(t, async (context) => {
+  const since = Date.now();
+  const recorded = recordResponses(context);
+  const page = await signedInPage(context, stack, { user: 'bob' }); // bob: roles [viewer]
+
+  assert.equal(await canDeleteAnswer(page), 'false');
+  assert.ok(!(await page.isVisible('#order-delete')), '#order-delete is hidden');
+  assert.ok(await page.isVisible('#order-load'), '#order-load is shown');
+  assert.ok(await emptyOrHidden(page, '#error'), '#error stays empty');
+  const decision = await recordedDecision(recorded);
+  assert.equal(decision.decision, false);
+  assert.equal(decision.context?.reason_user, ORDER_DENIED);
+
+  // Reading is allowed to everyone logged in.
+  const loaded = await orderAction(page, 'order-load', 'GET /api/orders/42/details');
+  assert.equal(loaded.status, '→ HTTP 200');
+  assert.equal(JSON.parse(loaded.result).path, '/echo/orders/42/details');
+
+  // Page JavaScript deletes anyway, with a valid CSRF token: the gateway refuses.
+  const session = await pageFetch(page, '/api/auth/session', { headers: { Accept: 'application/json' } });
+  assert.equal(session.status, 200);
+  const raw = await pageFetch(page, '/api/orders/42/x', {
+    method: 'DELETE',
+    headers: { Accept: 'application/json', 'X-CSRF-Token': session.body.csrf_token },
+  });
+  assert.equal(raw.status, 403, JSON.stringify(raw));
+  assert.equal(raw.body.error, 'access_denied');
+  assert.equal(raw.body.reason_user, ORDER_DENIED);
+
+  // The hidden button, clicked by script: the page shows the reason, not an error.
+  const deleted = await orderAction(page, 'order-delete', 'DELETE /api/orders/42/x', { byScript: true });
+  assert.equal(deleted.status, '→ HTTP 403 access_denied');
+  assert.equal(deleted.result, ORDER_DENIED);
+  assert.ok(await emptyOrHidden(page, '#error'), '#error stays empty');
+
+  await sleep(300);
+  const reached = stack.echo.requests.filter((r) => r.at >= since && r.path.startsWith('/echo/orders/42/x'));
+  assert.deepEqual(reached, [], 'no DELETE reached the upstream');
+  const details = stack.echo.requests.filter((r) => r.at >= since && r.path === '/echo/orders/42/details');
+  assert.equal(details.length, 1);
+  assert.equal(details[0].headers['x-auth-request-user'], 'bob');
+
+  await assertNoTokenInBrowser(t, { page, context, recorded, since });
+}));

@@ -4,7 +4,9 @@
 //   - the test OpenID provider (tests/provider/server.mjs, oidc-provider) on http://127.0.0.1:<P>
 //   - an upstream: a recording echo in this process (it keeps the raw Authorization header the
 //     gateway sent, and answers like examples/demo/echo.mjs, token redacted), or the demo echo
-//   - Sallyport itself (the built binary) on http://localhost:<GW>, serving the demo SPA
+//   - Sallyport itself (the built binary) on http://localhost:<GW>, serving the demo SPA, with
+//     the demo's routes: /api/orders/{id}/* authorized by examples/demo/policies.cedar (embedded
+//     Cedar engine) besides /api/echo/*, and /api/billing/*, /api/reports/* for brokered tokens
 //   - a "dev server" page on http://localhost:<DEV> (the allowed CORS origin, same site)
 //   - an "attacker" page on http://127.0.0.1:<ATT> (another site)
 //
@@ -374,6 +376,9 @@ function gatewayBinary() {
 
 const q = (s) => JSON.stringify(String(s)); // a YAML double-quoted scalar
 
+/** The demo's Cedar policies, which the gateway evaluates in process for /api/orders/{id}/*. */
+export const DEMO_POLICIES = path.join(REPO, 'examples/demo/policies.cedar');
+
 async function startGateway({ bin, gwPort, issuer, echoUrl, spaDir, devOrigin, dir }) {
   const configPath = path.join(dir, 'sallyport.yaml');
   fs.writeFileSync(configPath, `server: { listen: ${q(`127.0.0.1:${gwPort}`)}, public_url: ${q(`http://localhost:${gwPort}`)} }
@@ -384,10 +389,15 @@ services:
   echo: { url: ${q(echoUrl)}, token: user }
   billing: { url: ${q(echoUrl)}, token: { kind: exchange, audience: billing-api, scopes: [billing.read] } }
   reports: { url: ${q(echoUrl)}, token: { kind: client_credentials, resource: "https://reports.example.com", scopes: [reports] } }
+authz: { policies: ${q(DEMO_POLICIES)} }
 routes:
   - { path: /api/echo/*, service: echo, upstream_path: /echo/* }
   - { path: /api/billing/*, service: billing, upstream_path: /billing/* }
   - { path: /api/reports/*, service: reports, upstream_path: /reports/* }
+  - path: /api/orders/{id}/*
+    service: echo
+    upstream_path: /echo/orders/{id}/*
+    authz: { pdp: embedded, resource: { type: order, id: "{id}" } }
 static: { dir: ${q(spaDir)}, spa_fallback: index.html }
 cors: { allowed_origins: [${q(devOrigin)}] }
 `);

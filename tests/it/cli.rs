@@ -159,3 +159,36 @@ fn an_unset_variable_and_a_secret_in_a_bad_place_are_reported_without_the_value(
         "{text}"
     );
 }
+
+#[test]
+fn a_broken_policy_file_is_reported_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.cedar");
+    std::fs::write(
+        &policies,
+        "// orders\npermit (principal, action, resource is order);\n\nforbid (principal, action == Action::\"delete\", resource)\nunless { principal.roles.contains(\"admin\") ;\n",
+    )
+    .unwrap();
+    let yaml = config(&[(
+        "    upstream_path: /v1/orders/*\n",
+        &format!(
+            "    upstream_path: /v1/orders/*\n    authz: {{ pdp: embedded, resource: {{ type: order }} }}\nauthz:\n  policies: {}\n",
+            policies.display()
+        ),
+    )]);
+    let (code, text) = check(&yaml, crate::harness::SESSION_KEY);
+    assert_eq!(code, 2, "{text}");
+    let line = format!("authz.policies: {}:5:", policies.display());
+    assert!(
+        text.contains(&line),
+        "the error names the file, line and column:\n{text}"
+    );
+
+    std::fs::write(
+        &policies,
+        "permit (principal, action, resource is order);\n",
+    )
+    .unwrap();
+    let (code, text) = check(&yaml, crate::harness::SESSION_KEY);
+    assert_eq!(code, 0, "{text}");
+}

@@ -252,6 +252,23 @@ async fn cors_lets_the_allowed_dev_origin_in_with_credentials_and_no_one_else() 
         .await;
     assert_eq!(pre.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(pre.header("access-control-allow-origin").is_none());
+    // The SPA's permission questions are a POST of Sallyport's own.
+    let pre = b
+        .fetch_with(
+            Method::OPTIONS,
+            "/api/auth/evaluations",
+            &[
+                ("origin", dev),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "content-type, x-csrf-token",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(pre.status, StatusCode::NO_CONTENT, "{}", pre.body);
+    assert_eq!(pre.header("access-control-allow-methods"), Some("POST"));
 
     // The real requests: credentialed, with the exact origin echoed, never `*`.
     let session = b

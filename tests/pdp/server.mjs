@@ -9,6 +9,7 @@
 //
 // PDP_POLICIES   a Cedar policy file (static policies only, no templates), read once at start
 // PDP_BEARER     when set, /access/* requests need `Authorization: Bearer <it>` (401 otherwise)
+// PDP_PORT       the port (default: a free one; the load benchmark fixes it)
 //
 // Endpoints:
 //   POST /access/v1/evaluation     {subject, action, resource, context?} -> {decision, context?}
@@ -416,7 +417,7 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
-server.listen(0, '127.0.0.1', () => {
+server.listen(Number(process.env.PDP_PORT) || 0, '127.0.0.1', () => {
   const { port } = server.address();
   process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${port}` })}\n`);
   log(`listening on 127.0.0.1:${port}${process.env.PDP_BEARER ? ' (bearer required)' : ''}`);
