@@ -51,7 +51,7 @@ impl StepUp {
 
     /// The step-up an upstream asks for with RFC 9470
     /// `WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values="…",
-    /// max_age=…`; `None` for any other challenge.
+    /// max_age=…` (at least one of them); `None` for any other challenge.
     pub fn from_challenge(www_authenticate: &str) -> Option<Self> {
         let params = bearer_params(www_authenticate)?;
         let get = |name: &str| {
@@ -75,7 +75,8 @@ impl StepUp {
         let max_age = get("max_age")
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        Some(Self { acr, max_age })
+        // A challenge that asks for nothing a login could give is passed on as it is.
+        (!acr.is_empty() || max_age.is_some()).then_some(Self { acr, max_age })
     }
 }
 
@@ -207,6 +208,11 @@ mod tests {
             None
         );
         assert_eq!(StepUp::from_challenge("Basic realm=\"x\""), None);
+        assert_eq!(
+            StepUp::from_challenge(r#"Bearer error="insufficient_user_authentication""#),
+            None,
+            "nothing to ask the provider for"
+        );
         assert_eq!(
             StepUp::from_challenge(r#"Bearer error="insuff"#),
             None,

@@ -172,6 +172,11 @@ pub async fn login(
         },
     };
     let fresh = extra.iter().any(|(k, v)| k == "prompt" && v == "login");
+    if fresh && max_age.is_none() {
+        // `max_age=0` means the same as `prompt=login` and obliges the provider to put
+        // `auth_time` in the ID token (OIDC Core 3.1.2.1), which the callback checks.
+        extra.push(("max_age".to_owned(), "0".to_owned()));
+    }
 
     let state = crate::random::token();
     let record = LoginRecord {

@@ -73,7 +73,13 @@ pub async fn evaluations(
     let session = match app.sessions.lookup(&headers).await? {
         Lookup::Found(s) => s,
         Lookup::NoCookie => return Err(ApiError::new(ErrorCode::NotAuthenticated)),
-        Lookup::Ended => return Err(ApiError::new(ErrorCode::SessionExpired)),
+        Lookup::Ended => {
+            let c = app.sessions.cookie();
+            return Err(ApiError::new(ErrorCode::SessionExpired).with_header(
+                header::SET_COOKIE,
+                crate::session::cookie::clear(c, &c.name),
+            ));
+        }
     };
     super::csrf::check(&headers, &app.config, &session.record.csrf_token, None)?;
     let Some(pdp) = app.config.authz.evaluations else {

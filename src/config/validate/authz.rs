@@ -231,22 +231,8 @@ impl Validator {
         authz: &AuthzConfig,
     ) -> Option<RouteAuthz> {
         let sub = |field: &str| format!("{key}.{field}");
-        match auth {
-            Some(AuthMode::None) => {
-                self.err(
-                    key,
-                    "asks about the session's user, and auth: none reads no session; use auth: session",
-                );
-                return None;
-            }
-            Some(AuthMode::SessionOrBearer) => {
-                self.err(
-                    key,
-                    "asks about the session's user, and a machine client's bearer has no session; give machine clients a route of their own",
-                );
-                return None;
-            }
-            _ => {}
+        if !self.reads_a_session(key, auth, "asks about the session's user") {
+            return None;
         }
         let names: Vec<&str> = path
             .map(|p| crate::proxy::routes::param_names(p).collect())

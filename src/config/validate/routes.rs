@@ -125,6 +125,25 @@ impl Validator {
 }
 
 impl Validator {
+    /// Whether a route's `auth` reads the session that `key` (which `does` something with it)
+    /// needs; an error saying so when not.
+    pub(super) fn reads_a_session(
+        &mut self,
+        key: &str,
+        auth: Option<AuthMode>,
+        does: &str,
+    ) -> bool {
+        let why = match auth {
+            Some(AuthMode::None) => "auth: none reads no session; use auth: session",
+            Some(AuthMode::SessionOrBearer) => {
+                "a machine client's bearer has no session; give machine clients a route of their own"
+            }
+            _ => return true,
+        };
+        self.err(key, format!("{does}, and {why}"));
+        false
+    }
+
     /// `routes[].require`: claim names with the values one of which the session must hold.
     fn require(
         &mut self,
@@ -132,22 +151,8 @@ impl Validator {
         raw: crate::config::raw::RawRequire,
         auth: Option<AuthMode>,
     ) -> Option<crate::authz::Require> {
-        match auth {
-            Some(AuthMode::None) => {
-                self.err(
-                    key,
-                    "needs a session to check, and auth: none reads none; use auth: session",
-                );
-                return None;
-            }
-            Some(AuthMode::SessionOrBearer) => {
-                self.err(
-                    key,
-                    "checks the session's claims, and a machine client's bearer has none here; give machine clients a route of their own",
-                );
-                return None;
-            }
-            _ => {}
+        if !self.reads_a_session(key, auth, "checks the session's claims") {
+            return None;
         }
         if raw.claims.is_empty() {
             self.err(
@@ -177,11 +182,7 @@ impl Validator {
         raw: crate::config::raw::RawStepUp,
         auth: Option<AuthMode>,
     ) -> Option<crate::authz::StepUp> {
-        if matches!(auth, Some(AuthMode::None | AuthMode::SessionOrBearer)) {
-            self.err(
-                key,
-                "asks how the session's user logged in, and this route's auth reads no session (or a machine client's bearer); use auth: session",
-            );
+        if !self.reads_a_session(key, auth, "asks how the session's user logged in") {
             return None;
         }
         let acr = raw.acr.unwrap_or_default();

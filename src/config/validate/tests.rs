@@ -788,7 +788,10 @@ fn route_requirements_name_claims_and_need_a_session() {
     );
     let e = errors(&routes("none", "{ claims: { roles: [admin] } }"));
     assert!(
-        has(&e, "routes[0].require: needs a session to check"),
+        has(
+            &e,
+            "routes[0].require: checks the session's claims, and auth: none reads no session"
+        ),
         "{e:?}"
     );
     let e = errors(&routes("session", "{ claims: { roles: [] } }"));
