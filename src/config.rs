@@ -49,6 +49,8 @@ pub struct Config {
     pub cors: CorsConfig,
     /// `authz`.
     pub authz: AuthzConfig,
+    /// `signing_keys`: Sallyport's own keys, the first signs, all are published.
+    pub signing_keys: std::sync::Arc<crate::keys::Keys>,
     /// Settings that are valid but probably not what was meant (`check` prints them, `serve`
     /// logs them).
     pub warnings: Vec<ConfigError>,
@@ -142,6 +144,20 @@ pub enum ClientAuth {
     ClientSecretBasic,
     /// Client id and secret in the form body.
     ClientSecretPost,
+    /// A client assertion signed with Sallyport's first signing key (RFC 7523, OIDC Core §9).
+    PrivateKeyJwt {
+        /// The assertion's `aud`.
+        audience: AssertionAudience,
+    },
+}
+
+/// What a client assertion names as its audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAudience {
+    /// The provider's issuer identifier (RFC 7523 §3, the default).
+    Issuer,
+    /// The provider's token endpoint (for providers that want that).
+    TokenEndpoint,
 }
 
 /// `providers.<name>`.
@@ -153,8 +169,10 @@ pub struct ProviderConfig {
     pub issuer: String,
     /// Sallyport's client id at this provider.
     pub client_id: String,
-    /// The client secret.
+    /// The client secret (empty with `private_key_jwt`).
     pub client_secret: ClientSecret,
+    /// Sallyport's signing keys, for `private_key_jwt`.
+    pub signing_keys: std::sync::Arc<crate::keys::Keys>,
     /// Token endpoint client authentication.
     pub client_auth: ClientAuth,
     /// Scopes requested at login.

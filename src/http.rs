@@ -109,7 +109,10 @@ pub(crate) fn login_for(e: &ApiError, uri: &str, public_url: &url::Url) -> Optio
 
 /// Whether `path` is one of Sallyport's own endpoints (which take precedence over routes).
 pub fn is_own(path: &str) -> bool {
-    path.starts_with("/auth/") || path == "/api/auth/session" || path == "/api/auth/evaluations"
+    path.starts_with("/auth/")
+        || path == "/api/auth/session"
+        || path == "/api/auth/evaluations"
+        || path == "/.well-known/jwks.json"
 }
 
 /// The router of Sallyport's own endpoints; any other path under them falls back to the
@@ -128,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/ready", get(session_api::ready))
         .route("/api/auth/session", get(session_api::session))
         .route("/api/auth/evaluations", post(evaluations::evaluations))
+        .route("/.well-known/jwks.json", get(session_api::jwks))
         .fallback(api::fallback)
         .with_state(state)
 }

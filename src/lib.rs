@@ -30,6 +30,7 @@ pub mod error;
 pub mod fuzzing;
 mod hex;
 pub mod http;
+pub mod keys;
 pub mod listener;
 pub mod oidc;
 pub mod proxy;

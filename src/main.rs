@@ -36,6 +36,32 @@ enum Command {
         #[command(subcommand)]
         action: SessionsAction,
     },
+    /// Sallyport's own signing keys (`signing_keys`).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Write a new private key (PKCS#8 PEM, mode 0600); it never overwrites a file.
+    Generate {
+        /// ES256 (EC P-256, the default) or EdDSA (Ed25519).
+        #[arg(long, value_enum, default_value_t = KeyAlg::Es256)]
+        alg: KeyAlg,
+        /// The file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyAlg {
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +80,43 @@ enum SessionsAction {
     },
 }
 
+/// `sallyport keys generate`: a new key in a file only its owner can read.
+fn keys(action: KeysAction) -> ExitCode {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let KeysAction::Generate { alg, out } = action;
+    let pem = match sallyport::keys::generate(match alg {
+        KeyAlg::Es256 => sallyport::keys::NewKey::Es256,
+        KeyAlg::EdDsa => sallyport::keys::NewKey::EdDsa,
+    }) {
+        Ok(pem) => zeroize::Zeroizing::new(pem),
+        Err(_) => {
+            eprintln!("the system's random source failed; no key written");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&out)
+        .and_then(|mut f| f.write_all(pem.as_bytes()).and_then(|()| f.sync_all()));
+    match written {
+        Ok(()) => {
+            println!(
+                "wrote {}; publish it with signing_keys: [{{ file: {}, kid: \"<a new id>\" }}]",
+                out.display(),
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot create {}: {e}", out.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path, &ProcessEnv).map_err(|errors| {
         eprintln!("{}: {} problem(s):", path.display(), errors.0.len());
@@ -70,6 +133,9 @@ fn main() -> ExitCode {
         Format::Text => LogFormat::Text,
         Format::Json => LogFormat::Json,
     });
+    if let Some(Command::Keys { action }) = cli.command {
+        return keys(action);
+    }
     let config = match load(&cli.config) {
         Ok(c) => c,
         Err(code) => return code,

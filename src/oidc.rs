@@ -688,9 +688,15 @@ impl Provider {
             return Err(Ok(bearer::BearerError::UnknownIssuer));
         };
         let form = vec![("token", token), ("token_type_hint", "access_token")];
-        let answer: bearer::Introspection = token::post(&self.http, endpoint, &self.config, form)
-            .await
-            .map_err(Err)?;
+        let answer: bearer::Introspection = token::post(
+            &self.http,
+            endpoint,
+            &self.config,
+            &metadata.token_endpoint,
+            form,
+        )
+        .await
+        .map_err(Err)?;
         let claims = bearer::check_introspected(
             answer,
             &self.config.issuer,

@@ -29,7 +29,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) tokens: RawTokens,
     #[serde(default)]
-    pub(crate) signing_keys: Vec<serde_json::Value>,
+    pub(crate) signing_keys: Vec<RawSigningKey>,
     #[serde(default)]
     pub(crate) services: IndexMap<String, RawService>,
     #[serde(default)]
@@ -42,6 +42,16 @@ pub(crate) struct RawConfig {
     pub(crate) cors: RawCors,
     #[serde(default)]
     pub(crate) authz: RawAuthz,
+}
+
+/// One entry of `signing_keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSigningKey {
+    /// A PEM private key file (relative to the config file).
+    pub(crate) file: Option<String>,
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) kid: Option<String>,
 }
 
 /// `server`.
@@ -100,6 +110,8 @@ pub(crate) struct RawProvider {
     pub(crate) client_secret: Option<String>,
     /// `client_secret_basic` (default) | `client_secret_post` | `private_key_jwt`.
     pub(crate) client_auth: Option<String>,
+    /// `issuer` (default) | `token_endpoint`: a client assertion's `aud`.
+    pub(crate) assertion_audience: Option<String>,
     /// Default `[openid, profile, email, offline_access]`.
     pub(crate) scopes: Option<Vec<String>>,
     /// Query parameters `/auth/login` may pass on to the provider.

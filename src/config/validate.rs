@@ -297,7 +297,8 @@ impl Validator {
 
     fn config(&mut self, raw: RawConfig, base_dir: &Path) -> Option<Config> {
         let server = self.server(raw.server);
-        let providers = self.providers(raw.providers);
+        let signing_keys = std::sync::Arc::new(self.signing_keys(raw.signing_keys, base_dir));
+        let providers = self.providers(raw.providers, &signing_keys);
         let session = self.session(&raw.session, server.as_ref(), base_dir);
         let tokens = TokensConfig {
             refresh_before: self.duration(
@@ -312,12 +313,6 @@ impl Validator {
                 DEFAULT_TOKEN_LIFETIME,
             ),
         };
-        if !raw.signing_keys.is_empty() {
-            self.err(
-                "signing_keys",
-                "signing keys (private_key_jwt, published JWKS) are not supported by this version yet; remove the key",
-            );
-        }
         let services = self.services(raw.services, providers.as_deref());
         let authz = self.authz(raw.authz, providers.as_deref(), base_dir);
         let routes = self.routes(raw.routes, &services, &authz);
@@ -380,6 +375,7 @@ impl Validator {
             csrf,
             cors: CorsConfig { allowed_origins },
             authz,
+            signing_keys,
             warnings: Vec::new(),
         })
     }
@@ -399,6 +395,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 mod authz;
+mod keys;
 mod providers;
 mod routes;
 mod server;

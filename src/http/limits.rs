@@ -187,7 +187,9 @@ pub fn before(_peer: SocketAddr, req: &Request) -> ControlFlow<Response, Option<
 /// After the handler: the security headers of our own answers.
 pub fn after(_own: Own, resp: &mut Response) {
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // An answer that may be cached says so itself (the JWKS); the others are never cached.
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -48,6 +48,23 @@ pub async fn session(
     Ok(no_store(resp))
 }
 
+/// `GET /.well-known/jwks.json`: Sallyport's public signing keys (RFC 7517), for providers
+/// verifying its client assertions. Public parts only; cacheable for 5 minutes, so a key added
+/// for rotation is seen within that time.
+pub async fn jwks(State(app): State<AppState>) -> Response {
+    let mut resp = app.config.signing_keys.jwks().into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
 /// `GET /auth/health`: the process is up.
 pub async fn health() -> Response {
     no_store(Json(json!({ "status": "ok" })).into_response())

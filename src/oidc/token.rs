@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
-use crate::config::{ClientAuth, ProviderConfig};
+use crate::config::{AssertionAudience, ClientAuth, ProviderConfig};
 use crate::secret::{AccessToken, IdToken, RefreshToken};
 
 /// The most bytes read from a token endpoint answer: tokens are a few KiB; a provider that
@@ -128,7 +128,7 @@ pub(crate) async fn request(
     provider: &ProviderConfig,
     form: Vec<(&'static str, &str)>,
 ) -> Result<TokenResponse, TokenError> {
-    post(http, endpoint, provider, form).await
+    post(http, endpoint, provider, endpoint, form).await
 }
 
 /// POSTs a form to one of the provider's endpoints that authenticate the client (token,
@@ -137,8 +137,10 @@ pub(crate) async fn post<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     endpoint: &url::Url,
     provider: &ProviderConfig,
+    token_endpoint: &url::Url,
     mut form: Vec<(&'static str, &str)>,
 ) -> Result<T, TokenError> {
+    let assertion;
     let mut req = http
         .post(endpoint.as_str())
         .header(http::header::ACCEPT, "application/json");
@@ -154,6 +156,25 @@ pub(crate) async fn post<T: serde::de::DeserializeOwned>(
         ClientAuth::ClientSecretPost => {
             form.push(("client_id", &provider.client_id));
             form.push(("client_secret", provider.client_secret.expose()));
+        }
+        ClientAuth::PrivateKeyJwt { audience } => {
+            let audience = match audience {
+                AssertionAudience::Issuer => provider.issuer.as_str(),
+                AssertionAudience::TokenEndpoint => token_endpoint.as_str(),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            assertion = provider
+                .signing_keys
+                .client_assertion(&provider.client_id, audience, now)
+                .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
+            form.push(("client_id", &provider.client_id));
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+            form.push(("client_assertion", &assertion));
         }
     }
     let resp = req

@@ -192,3 +192,39 @@ fn a_broken_policy_file_is_reported_with_its_line_and_column() {
     let (code, text) = check(&yaml, crate::harness::SESSION_KEY);
     assert_eq!(code, 0, "{text}");
 }
+
+#[test]
+fn keys_generate_writes_a_private_file_it_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.pem");
+    let run = |alg: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sallyport"))
+            .args(["keys", "generate", "--alg", alg, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = run("ES256");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let pem = std::fs::read(&out).unwrap();
+    assert!(sallyport::keys::SigningKey::from_pem("k", &pem).is_ok());
+    let again = run("EdDSA");
+    assert_eq!(again.status.code(), Some(2), "an existing file is kept");
+    assert_eq!(std::fs::read(&out).unwrap(), pem);
+    let yaml = config(&[(
+        "session:",
+        &format!(
+            "signing_keys:\n  - {{ file: {}, kid: k1 }}\nsession:",
+            out.display()
+        ),
+    )]);
+    let (code, text) = check(&yaml, crate::harness::SESSION_KEY);
+    assert_eq!(code, 0, "{text}");
+}

@@ -14,6 +14,7 @@ mod cli;
 mod forward;
 mod fuzz_corpus;
 mod id_tokens;
+mod keys;
 mod limits;
 mod login;
 mod multi;

@@ -28,6 +28,7 @@ impl Validator {
     pub(super) fn providers(
         &mut self,
         raw: Option<indexmap::IndexMap<String, RawProvider>>,
+        signing_keys: &std::sync::Arc<crate::keys::Keys>,
     ) -> Option<Vec<ProviderConfig>> {
         let raw = match raw {
             Some(raw) if !raw.is_empty() => raw,
@@ -71,27 +72,61 @@ impl Validator {
             let client_id = self
                 .required(&key("client_id"), p.client_id.as_ref())
                 .map(str::to_owned);
-            let client_auth = match p.client_auth.as_deref().unwrap_or(DEFAULT_CLIENT_AUTH) {
-                "client_secret_basic" => Some(ClientAuth::ClientSecretBasic),
-                "client_secret_post" => Some(ClientAuth::ClientSecretPost),
-                "private_key_jwt" => {
+            let audience = match p.assertion_audience.as_deref() {
+                None | Some("issuer") => Some(AssertionAudience::Issuer),
+                Some("token_endpoint") => Some(AssertionAudience::TokenEndpoint),
+                Some(_) => {
                     self.err(
-                        &key("client_auth"),
-                        "private_key_jwt is not supported by this version yet; use client_secret_basic or client_secret_post",
-                    );
-                    None
-                }
-                _ => {
-                    self.err(
-                        &key("client_auth"),
-                        "expected one of client_secret_basic, client_secret_post",
+                        &key("assertion_audience"),
+                        "expected issuer (the default) or token_endpoint",
                     );
                     None
                 }
             };
-            let client_secret = self
-                .required(&key("client_secret"), p.client_secret.as_ref())
-                .map(ClientSecret::new);
+            let client_auth = match p.client_auth.as_deref().unwrap_or(DEFAULT_CLIENT_AUTH) {
+                "client_secret_basic" => Some(ClientAuth::ClientSecretBasic),
+                "client_secret_post" => Some(ClientAuth::ClientSecretPost),
+                "private_key_jwt" if !signing_keys.can_sign() => {
+                    self.err(
+                        &key("client_auth"),
+                        "private_key_jwt signs with Sallyport's first signing key, and signing_keys lists none; add one: signing_keys: [{ file: ./keys/sallyport.pem, kid: \"1\" }] (sallyport keys generate --alg ES256 --out ./keys/sallyport.pem)",
+                    );
+                    None
+                }
+                "private_key_jwt" => {
+                    audience.map(|audience| ClientAuth::PrivateKeyJwt { audience })
+                }
+                _ => {
+                    self.err(
+                        &key("client_auth"),
+                        "expected one of client_secret_basic, client_secret_post, private_key_jwt",
+                    );
+                    None
+                }
+            };
+            if p.assertion_audience.is_some()
+                && !matches!(client_auth, Some(ClientAuth::PrivateKeyJwt { .. }))
+            {
+                self.err(
+                    &key("assertion_audience"),
+                    "applies only to client_auth: private_key_jwt; remove it",
+                );
+            }
+            let client_secret = match client_auth {
+                // No secret: the key is the credential.
+                Some(ClientAuth::PrivateKeyJwt { .. }) => {
+                    if p.client_secret.is_some() {
+                        self.warn(
+                            &key("client_secret"),
+                            "is not used with private_key_jwt; remove it from the config and the environment",
+                        );
+                    }
+                    Some(ClientSecret::new(""))
+                }
+                _ => self
+                    .required(&key("client_secret"), p.client_secret.as_ref())
+                    .map(ClientSecret::new),
+            };
             let scopes: Vec<String> = p
                 .scopes
                 .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
@@ -155,6 +190,7 @@ impl Validator {
                     issuer,
                     client_id,
                     client_secret,
+                    signing_keys: std::sync::Arc::clone(signing_keys),
                     client_auth,
                     scopes,
                     login_params: p.login_params,

@@ -1021,3 +1021,88 @@ fn embedded_policies_are_parsed_by_check_with_line_numbers() {
         "{e:?}"
     );
 }
+
+#[test]
+fn signing_keys_are_read_and_checked_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.pem");
+    std::fs::write(
+        &good,
+        crate::keys::generate(crate::keys::NewKey::Es256).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a key").unwrap();
+    let with_keys = |keys: &str, provider: &str| {
+        base()
+            .replace("    client_secret: ${CLIENT_SECRET}\n", provider)
+            .replace("session:", &format!("signing_keys:\n{keys}session:"))
+    };
+    let parse = |yaml: &str| Config::parse(yaml, dir.path(), &env());
+    let jwt = "    client_auth: private_key_jwt\n";
+    let c = parse(&with_keys("  - { file: good.pem, kid: k1 }\n", jwt)).unwrap();
+    assert!(c.signing_keys.can_sign());
+    assert_eq!(
+        c.providers[0].client_auth,
+        ClientAuth::PrivateKeyJwt {
+            audience: AssertionAudience::Issuer
+        }
+    );
+    let errors = |yaml: &str| match parse(yaml) {
+        Ok(_) => panic!("refused"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    let e = errors(&with_keys(
+        "  - { file: good.pem, kid: k1 }\n  - { file: junk.pem, kid: k1 }\n  - { file: gone.pem, kid: k3 }\n",
+        jwt,
+    ));
+    assert!(
+        has(
+            &e,
+            "signing_keys[1].kid: another signing key has the same kid"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        has(
+            &e,
+            &format!(
+                "signing_keys[2].file: cannot read {}",
+                dir.path().join("gone.pem").display()
+            )
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with_keys("  - { file: junk.pem, kid: k2 }\n", jwt));
+    assert!(
+        has(
+            &e,
+            &format!(
+                "signing_keys[0].file: {} is not a PEM private key",
+                dir.path().join("junk.pem").display()
+            )
+        ),
+        "{e:?}"
+    );
+    let e = errors(&base().replace(
+        "    client_secret: ${CLIENT_SECRET}\n",
+        "    client_secret: ${CLIENT_SECRET}\n    client_auth: private_key_jwt\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "providers.main.client_auth: private_key_jwt signs with Sallyport's first signing key, and signing_keys lists none"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&base().replace(
+        "    client_secret: ${CLIENT_SECRET}\n",
+        "    client_secret: ${CLIENT_SECRET}\n    assertion_audience: token_endpoint\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "providers.main.assertion_audience: applies only to client_auth: private_key_jwt"
+        ),
+        "{e:?}"
+    );
+}

@@ -45,6 +45,8 @@ pub struct ProviderOptions {
     pub config: Value,
     /// More clients besides `sallyport` (machine clients).
     pub clients: Vec<Value>,
+    /// More metadata of the `sallyport` client (`jwks_uri`, …).
+    pub client_metadata: Value,
 }
 
 impl ProviderOptions {
@@ -58,6 +60,7 @@ impl ProviderOptions {
             grant_types: Vec::new(),
             config: json!({}),
             clients: Vec::new(),
+            client_metadata: json!({}),
         }
     }
 }
@@ -88,6 +91,11 @@ impl Provider {
             "response_types": ["code"],
             "token_endpoint_auth_method": opts.token_endpoint_auth_method,
         });
+        if let (Some(client), Some(extra)) =
+            (client.as_object_mut(), opts.client_metadata.as_object())
+        {
+            client.extend(extra.clone());
+        }
         if opts.backchannel {
             client["backchannel_logout_uri"] = json!(format!("{gw}/auth/backchannel-logout"));
             client["backchannel_logout_session_required"] = json!(true);
