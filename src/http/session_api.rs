@@ -49,8 +49,8 @@ pub async fn session(
 }
 
 /// `GET /.well-known/jwks.json`: Sallyport's public signing keys (RFC 7517), for providers
-/// verifying its client assertions. Public parts only; cacheable for 5 minutes, so a key added
-/// for rotation is seen within that time.
+/// verifying its client assertions. Public parts only; cacheable for a minute, so a key added
+/// for rotation is seen within that time by a provider that honours it.
 pub async fn jwks(State(app): State<AppState>) -> Response {
     let mut resp = app.config.signing_keys.jwks().into_response();
     let h = resp.headers_mut();
@@ -60,7 +60,7 @@ pub async fn jwks(State(app): State<AppState>) -> Response {
     );
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
+        HeaderValue::from_static("public, max-age=60"),
     );
     resp
 }

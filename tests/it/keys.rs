@@ -43,7 +43,7 @@ async fn logins_and_refreshes_authenticate_with_a_client_assertion_verified_by_t
         .fetch(Method::GET, "/.well-known/jwks.json")
         .await;
     assert_eq!(jwks.status, StatusCode::OK);
-    assert_eq!(jwks.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(jwks.header("cache-control"), Some("public, max-age=60"));
     let set = jwks.json();
     assert_eq!(set["keys"].as_array().unwrap().len(), 1);
     let k = &set["keys"][0];
@@ -75,4 +75,109 @@ async fn logins_and_refreshes_authenticate_with_a_client_assertion_verified_by_t
         before + 1,
         "refreshed with an assertion"
     );
+}
+
+/// The rotation procedure of the README, step by step, against a provider that caches the
+/// client's JWKS (oidc-provider keeps it for `max(60 s, max-age)`): add the new key second,
+/// wait for the provider's cache, make it first, later remove the old one. Logins and
+/// refreshes work at every step; sessions live in the file store across the restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotation_keeps_logins_and_refreshes_working_at_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old.pem"), dir.path().join("new.pem"));
+    for path in [&old, &new] {
+        std::fs::write(
+            path,
+            sallyport::keys::generate(sallyport::keys::NewKey::Es256).unwrap(),
+        )
+        .unwrap();
+    }
+    let keys = |list: &[(&std::path::Path, &str)]| {
+        let mut yaml = "signing_keys:\n".to_owned();
+        for (file, kid) in list {
+            yaml.push_str(&format!("  - {{ file: {}, kid: {kid} }}\n", file.display()));
+        }
+        yaml
+    };
+    let store = format!(
+        "  store: file\n  file: {{ path: {} }}",
+        dir.path().join("sessions.db").display()
+    );
+    let first = keys(&[(&old, "old")]);
+    let mut stack = Stack::start_with(
+        |p| {
+            p.token_endpoint_auth_method = "private_key_jwt";
+            p.client_metadata = json!({
+                "jwks_uri": format!("http://localhost:{}/.well-known/jwks.json", p.gateway_port),
+                "token_endpoint_auth_signing_alg": "ES256",
+            });
+        },
+        move |g| {
+            g.client_auth = "private_key_jwt";
+            g.extra_yaml = first;
+            g.session_yaml = store;
+        },
+    )
+    .await;
+    let alice = stack.browser();
+    alice.login("alice", "/").await;
+    // The provider fetched the JWKS (only `old`) for that code exchange.
+    let fetched = std::time::Instant::now();
+    let mut refreshes = stack.provider.grants("refresh_token").await;
+
+    let steps: [&[(&std::path::Path, &str)]; 3] = [
+        &[(&old, "old"), (&new, "new")], // publish the new key second; the old one signs
+        &[(&new, "new"), (&old, "old")], // after the provider's cache: the new one signs
+        &[(&new, "new")],                // later: the old one is gone
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        if i == 1 {
+            // Wait out the provider's cache of the JWKS it fetched before `new` was published.
+            let wait = Duration::from_secs(61).saturating_sub(fetched.elapsed());
+            tokio::time::sleep(wait).await;
+        }
+        let mut opts = stack.opts.clone();
+        opts.extra_yaml = keys(step);
+        stack.gateway.stop().await;
+        stack.gateway = crate::harness::gateway::Gateway::start(&opts).await;
+        let kids: Vec<String> = stack
+            .browser()
+            .fetch(Method::GET, "/.well-known/jwks.json")
+            .await
+            .json()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            kids,
+            step.iter()
+                .map(|(_, kid)| (*kid).to_owned())
+                .collect::<Vec<_>>()
+        );
+        // A new login (its code exchange authenticates with the assertion)…
+        let b = stack.browser();
+        b.login("bob", "/").await;
+        assert_eq!(
+            b.fetch(Method::GET, "/api/echo/y").await.status,
+            StatusCode::OK,
+            "step {i}"
+        );
+        // …and a refresh of the session from before: its token is due on the gateway's clock
+        // (each step's refresh dated the new token on the clock moved by the step before).
+        let (before, _, _) = stack.tokens_of(&alice).await;
+        stack
+            .gateway
+            .clock
+            .advance(Duration::from_secs(280 * (i as u64 + 1)));
+        let page = alice.fetch(Method::GET, "/api/echo/x").await;
+        assert_eq!(page.status, StatusCode::OK, "step {i}: {}", page.body);
+        let (after, _, _) = stack.tokens_of(&alice).await;
+        assert_ne!(before, after, "step {i}: alice's token was refreshed");
+        // (bob's session, due too on the moved clock, may be renewed in the background.)
+        let now = stack.provider.grants("refresh_token").await;
+        assert!(now > refreshes, "step {i}: refreshed with an assertion");
+        refreshes = now;
+    }
 }
