@@ -151,6 +151,17 @@ pub enum ClientAuth {
     },
 }
 
+/// Whether logins push their authorization request first (RFC 9126, `providers.<name>.par`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Par {
+    /// When the provider's discovery offers it.
+    Auto,
+    /// Always; a provider without it is not ready.
+    Required,
+    /// Never (the default).
+    Off,
+}
+
 /// What a client assertion names as its audience.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssertionAudience {
@@ -175,6 +186,8 @@ pub struct ProviderConfig {
     pub signing_keys: std::sync::Arc<crate::keys::Keys>,
     /// Token endpoint client authentication.
     pub client_auth: ClientAuth,
+    /// Pushed authorization requests.
+    pub par: Par,
     /// Scopes requested at login.
     pub scopes: Vec<String>,
     /// Query parameters `/auth/login` passes on.

@@ -83,6 +83,9 @@ pub struct Metadata {
     /// RFC 9207 §3: the provider always sends `iss` with the authorization response.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 9126: where authorization requests can be pushed, if offered.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<Url>,
 }
 
 /// Why the provider could not be used.
@@ -294,6 +297,14 @@ impl Provider {
                 found: m.issuer,
                 expected: self.config.issuer.clone(),
             }),
+            Ok(m)
+                if self.config.par == crate::config::Par::Required
+                    && m.pushed_authorization_request_endpoint.is_none() =>
+            {
+                Err(self.unavailable(
+                    "par: required, and the provider's discovery has no pushed_authorization_request_endpoint",
+                ))
+            }
             Ok(m) => {
                 let m = Arc::new(m);
                 let mut cache = self.cache();
@@ -655,6 +666,35 @@ impl Provider {
         let mut form = form;
         token::target_params(spec, &scope, &mut form);
         self.token_request(form).await
+    }
+
+    /// Pushes an authorization request (RFC 9126 §2), authenticating as configured; the
+    /// `request_uri` the browser's redirect carries instead of the parameters.
+    ///
+    /// # Errors
+    /// Refused (`TokenError::Refused`) or the provider cannot be reached.
+    pub async fn push_authorization_request(
+        &self,
+        endpoint: &Url,
+        token_endpoint: &Url,
+        params: Vec<(&str, &str)>,
+    ) -> Result<String, TokenError> {
+        #[derive(Deserialize)]
+        struct Pushed {
+            request_uri: String,
+        }
+        // The client authentication of `client_secret_post` and `private_key_jwt` adds
+        // `client_id` to the form itself; twice would be refused.
+        let mut params = params;
+        if !matches!(
+            self.config.client_auth,
+            crate::config::ClientAuth::ClientSecretBasic
+        ) {
+            params.retain(|(k, _)| *k != "client_id");
+        }
+        let pushed: Pushed =
+            token::post(&self.http, endpoint, &self.config, token_endpoint, params).await?;
+        Ok(pushed.request_uri)
     }
 
     /// Validates an opaque bearer a client sent itself by introspection (RFC 7662, Sallyport

@@ -112,6 +112,8 @@ pub(crate) struct RawProvider {
     pub(crate) client_auth: Option<String>,
     /// `issuer` (default) | `token_endpoint`: a client assertion's `aud`.
     pub(crate) assertion_audience: Option<String>,
+    /// `off` (default) | `auto` | `required`: pushed authorization requests (RFC 9126).
+    pub(crate) par: Option<String>,
     /// Default `[openid, profile, email, offline_access]`.
     pub(crate) scopes: Option<Vec<String>>,
     /// Query parameters `/auth/login` may pass on to the provider.

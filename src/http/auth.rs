@@ -194,7 +194,7 @@ pub async fn login(
     let name = cookie::login_name(cookie_cfg, &state).expect("random tokens are long enough");
     let sealed = app.sessions.seal_login(&name, &record);
 
-    let url = AuthorizationRequest {
+    let request = AuthorizationRequest {
         endpoint: &metadata.authorization_endpoint,
         client_id: &cfg.client_id,
         redirect_uri: provider.redirect_uri(),
@@ -203,8 +203,36 @@ pub async fn login(
         nonce: &record.nonce,
         code_verifier: &record.code_verifier,
         extra: &extra,
-    }
-    .url();
+    };
+    let par_endpoint = match cfg.par {
+        crate::config::Par::Off => None,
+        // `required` without an endpoint fails discovery (the provider is not ready).
+        _ => metadata.pushed_authorization_request_endpoint.as_ref(),
+    };
+    let url = match par_endpoint {
+        // RFC 9126: the parameters go to the provider directly, authenticated; the browser
+        // carries only `client_id` and the `request_uri`.
+        Some(endpoint) => {
+            let params = request.params();
+            let form = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let request_uri = provider
+                .push_authorization_request(endpoint, &metadata.token_endpoint, form)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Refused { .. } => ApiError::new(ErrorCode::ProviderError)
+                        .with_message(
+                            "the identity provider refused the pushed authorization request",
+                        )
+                        .with_cause(e),
+                    TokenError::Unavailable(_) => ApiError::provider_unavailable(e),
+                })?;
+            request.pushed_url(&request_uri)
+        }
+        None => request.url(),
+    };
 
     let mut resp = redirect(StatusCode::FOUND, &url);
     let h = resp.headers_mut();

@@ -33,23 +33,39 @@ pub struct AuthorizationRequest<'a> {
 }
 
 impl AuthorizationRequest<'_> {
-    /// The URL to redirect the browser to.
+    /// Every parameter of the request, in the order sent.
+    pub fn params(&self) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = [
+            ("response_type", "code".to_owned()),
+            ("client_id", self.client_id.to_owned()),
+            ("redirect_uri", self.redirect_uri.to_owned()),
+            ("scope", self.scopes.join(" ")),
+            ("state", self.state.to_owned()),
+            ("nonce", self.nonce.to_owned()),
+            ("code_challenge", pkce_challenge(self.code_verifier)),
+            ("code_challenge_method", "S256".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        params.extend(self.extra.iter().cloned());
+        params
+    }
+
+    /// The URL to redirect the browser to, with every parameter in it.
     pub fn url(&self) -> String {
         let mut url = self.endpoint.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", self.client_id)
-                .append_pair("redirect_uri", self.redirect_uri)
-                .append_pair("scope", &self.scopes.join(" "))
-                .append_pair("state", self.state)
-                .append_pair("nonce", self.nonce)
-                .append_pair("code_challenge", &pkce_challenge(self.code_verifier))
-                .append_pair("code_challenge_method", "S256");
-            for (k, v) in self.extra {
-                q.append_pair(k, v);
-            }
-        }
+        url.query_pairs_mut().extend_pairs(self.params());
+        url.into()
+    }
+
+    /// The URL to redirect the browser to after the request was pushed (RFC 9126 §4): only
+    /// `client_id` and the `request_uri`.
+    pub fn pushed_url(&self, request_uri: &str) -> String {
+        let mut url = self.endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("client_id", self.client_id)
+            .append_pair("request_uri", request_uri);
         url.into()
     }
 }

@@ -133,12 +133,12 @@ pub(crate) async fn request(
 
 /// POSTs a form to one of the provider's endpoints that authenticate the client (token,
 /// introspection), and reads its JSON answer.
-pub(crate) async fn post<T: serde::de::DeserializeOwned>(
+pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     endpoint: &url::Url,
-    provider: &ProviderConfig,
+    provider: &'a ProviderConfig,
     token_endpoint: &url::Url,
-    mut form: Vec<(&'static str, &str)>,
+    mut form: Vec<(&'a str, &'a str)>,
 ) -> Result<T, TokenError> {
     let assertion;
     let mut req = http

@@ -112,6 +112,18 @@ impl Validator {
                     "applies only to client_auth: private_key_jwt; remove it",
                 );
             }
+            // Off unless asked for: with PAR every login start is a call to the provider, so a
+            // flood of login starts (free today, see tests/it/login.rs) would become one at the
+            // provider; `auto` as the default waits for a limit on pushed requests per client.
+            let par = match p.par.as_deref() {
+                Some("auto") => Par::Auto,
+                Some("required") => Par::Required,
+                None | Some("off") => Par::Off,
+                Some(_) => {
+                    self.err(&key("par"), "expected off (the default), auto or required");
+                    Par::Off
+                }
+            };
             let client_secret = match client_auth {
                 // No secret: the key is the credential.
                 Some(ClientAuth::PrivateKeyJwt { .. }) => {
@@ -192,6 +204,7 @@ impl Validator {
                     client_secret,
                     signing_keys: std::sync::Arc::clone(signing_keys),
                     client_auth,
+                    par,
                     scopes,
                     login_params: p.login_params,
                     userinfo: p.userinfo.unwrap_or(true),
