@@ -6,7 +6,18 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use crate::harness::provider::ProviderOptions;
 use crate::login::Stack;
+
+/// The provider side of `private_key_jwt`: the `sallyport` client authenticates with ES256
+/// assertions, verified by the keys the provider fetches from Sallyport's JWKS.
+fn jwt_client(p: &mut ProviderOptions) {
+    p.token_endpoint_auth_method = "private_key_jwt";
+    p.client_metadata = json!({
+        "jwks_uri": format!("http://localhost:{}/.well-known/jwks.json", p.gateway_port),
+        "token_endpoint_auth_signing_alg": "ES256",
+    });
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logins_and_refreshes_authenticate_with_a_client_assertion_verified_by_the_published_jwks()
@@ -22,19 +33,10 @@ async fn logins_and_refreshes_authenticate_with_a_client_assertion_verified_by_t
         "signing_keys:\n  - {{ file: {}, kid: k1 }}\n",
         key.display()
     );
-    let stack = Stack::start_with(
-        |p| {
-            p.token_endpoint_auth_method = "private_key_jwt";
-            p.client_metadata = json!({
-                "jwks_uri": format!("http://localhost:{}/.well-known/jwks.json", p.gateway_port),
-                "token_endpoint_auth_signing_alg": "ES256",
-            });
-        },
-        move |g| {
-            g.client_auth = "private_key_jwt";
-            g.extra_yaml = keys_yaml;
-        },
-    )
+    let stack = Stack::start_with(jwt_client, move |g| {
+        g.client_auth = "private_key_jwt";
+        g.extra_yaml = keys_yaml;
+    })
     .await;
 
     // The JWKS: the key's public part, cacheable, nothing private.
@@ -104,20 +106,11 @@ async fn a_key_rotation_keeps_logins_and_refreshes_working_at_every_step() {
         dir.path().join("sessions.db").display()
     );
     let first = keys(&[(&old, "old")]);
-    let mut stack = Stack::start_with(
-        |p| {
-            p.token_endpoint_auth_method = "private_key_jwt";
-            p.client_metadata = json!({
-                "jwks_uri": format!("http://localhost:{}/.well-known/jwks.json", p.gateway_port),
-                "token_endpoint_auth_signing_alg": "ES256",
-            });
-        },
-        move |g| {
-            g.client_auth = "private_key_jwt";
-            g.extra_yaml = first;
-            g.session_yaml = store;
-        },
-    )
+    let mut stack = Stack::start_with(jwt_client, move |g| {
+        g.client_auth = "private_key_jwt";
+        g.extra_yaml = first;
+        g.session_yaml = store;
+    })
     .await;
     let alice = stack.browser();
     alice.login("alice", "/").await;
