@@ -683,15 +683,6 @@ impl Provider {
         struct Pushed {
             request_uri: String,
         }
-        // The client authentication of `client_secret_post` and `private_key_jwt` adds
-        // `client_id` to the form itself; twice would be refused.
-        let mut params = params;
-        if !matches!(
-            self.config.client_auth,
-            crate::config::ClientAuth::ClientSecretBasic
-        ) {
-            params.retain(|(k, _)| *k != "client_id");
-        }
         let pushed: Pushed =
             token::post(&self.http, endpoint, &self.config, token_endpoint, params).await?;
         Ok(pushed.request_uri)

@@ -178,27 +178,21 @@ fn expression(v: &Value) -> Option<RestrictedExpression> {
     })
 }
 
-/// The 1-based line and column of byte `offset` in `text`.
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..text.floor_char_boundary_compat(offset)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-/// `str::floor_char_boundary` for the supported Rust versions.
-trait FloorCharBoundary {
-    fn floor_char_boundary_compat(&self, index: usize) -> usize;
-}
-
-impl FloorCharBoundary for str {
-    fn floor_char_boundary_compat(&self, index: usize) -> usize {
-        let mut i = index.min(self.len());
-        while !self.is_char_boundary(i) {
-            i -= 1;
+    let (mut line, mut column) = (1, 1);
+    // Characters that end by `offset` (an offset inside a character counts from its start).
+    for (_, c) in text
+        .char_indices()
+        .take_while(|(i, c)| i + c.len_utf8() <= offset)
+    {
+        if c == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
         }
-        i
     }
+    (line, column)
 }
 
 #[cfg(test)]

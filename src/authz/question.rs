@@ -247,7 +247,23 @@ impl<'a> Context<'a> {
     }
 }
 
-impl Question<'_> {
+impl<'a> Question<'a> {
+    /// The question whether `subject` may do `action` to the resource `kind`/`id`.
+    pub fn new(
+        subject: Subject<'a>,
+        action: Cow<'a, str>,
+        kind: Cow<'a, str>,
+        id: Cow<'a, str>,
+        context: Context<'a>,
+    ) -> Self {
+        Self {
+            subject,
+            action: Named { name: action },
+            resource: Resource { kind, id },
+            context,
+        }
+    }
+
     /// A digest of everything the question says, the decision cache's key: equal exactly when
     /// the questions are. Cheaper than hashing the JSON body (which is built only when a PDP
     /// is called): each part is hashed with its length, property values as JSON.

@@ -295,50 +295,63 @@ async fn ask_pdp(
     client: IpAddr,
     session: &Loaded,
 ) -> Result<(), ApiError> {
-    use crate::authz::{Subject, question};
+    use crate::authz::question::Context;
     let Some(authz) = &route.route.authz else {
         return Ok(());
     };
-    let Some(subject) = Subject::of(&app.authz.subject, &session.record) else {
-        // The session lacks the claim the subject's id comes from: nobody to ask about.
-        return Err(
-            ApiError::new(ErrorCode::AccessDenied).with_cause(std::io::Error::other(
-                "the session has no string claim to take the subject's id from (authz.subject.id)",
-            )),
-        );
-    };
     let path = crate::proxy::routes::normalize(ask.path).map_err(ApiError::invalid_path)?;
-    let question = crate::authz::Question {
-        subject,
-        action: question::Named {
-            name: authz.action.of(ask.method),
-        },
-        resource: question::Resource {
-            kind: std::borrow::Cow::Borrowed(&authz.resource_type),
-            id: authz.resource_id.render(&path, &route.params),
-        },
-        context: question::Context::of(&session.record, client, app.sessions.clock().unix()),
-    };
-    let decision = app
-        .authz
-        .decide(authz.pdp, &question, |plan| {
-            app.broker
-                .client_credentials(&app.sessions, &app.providers, plan)
-        })
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::PdpUnavailable).with_cause(e))?;
+    let question = crate::authz::Question::new(
+        subject(app, &session.record)?,
+        authz.action.of(ask.method),
+        std::borrow::Cow::Borrowed(&authz.resource_type),
+        authz.resource_id.render(&path, &route.params),
+        Context::of(&session.record, client, app.sessions.clock().unix()),
+    );
+    let decision = decide(app, authz.pdp, &question).await?;
     if decision.permit {
         return Ok(());
     }
     let denied = ApiError::new(ErrorCode::AccessDenied);
-    let language = ask
-        .headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
-    Err(match decision.reason_text(language) {
+    Err(match decision.reason_text(accept_language(ask.headers)) {
         Some(reason) => denied.with_field("reason_user", reason.into()),
         None => denied,
     })
+}
+
+/// The AuthZEN subject of a session (`403` when it lacks the claim its id comes from: there
+/// is nobody to ask about).
+pub(crate) fn subject<'a>(
+    app: &'a AppState,
+    record: &'a crate::session::SessionRecord,
+) -> Result<crate::authz::Subject<'a>, ApiError> {
+    crate::authz::Subject::of(&app.authz.subject, record).ok_or_else(|| {
+        ApiError::new(ErrorCode::AccessDenied).with_cause(std::io::Error::other(
+            "the session has no string claim to take the subject's id from (authz.subject.id)",
+        ))
+    })
+}
+
+/// The decision of `pdp` about `question`, calling a remote PDP with Sallyport's own token
+/// when it takes one (`503 pdp_unavailable` when there is no decision).
+pub(crate) async fn decide(
+    app: &AppState,
+    pdp: crate::config::PdpRef,
+    question: &crate::authz::Question<'_>,
+) -> Result<crate::authz::Decision, ApiError> {
+    app.authz
+        .decide(pdp, question, |plan| {
+            app.broker
+                .client_credentials(&app.sessions, &app.providers, plan)
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::PdpUnavailable).with_cause(e))
+}
+
+/// The request's `Accept-Language`, which picks the language of a denial's reason.
+pub(crate) fn accept_language(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Step 4b: the route's requirements, for a caller known by their session (`403` when not met).
@@ -486,7 +499,7 @@ async fn session_token(
 }
 
 /// `401 session_expired`, clearing the dead cookie.
-fn expired(app: &AppState) -> ApiError {
+pub(crate) fn expired(app: &AppState) -> ApiError {
     ApiError::new(ErrorCode::SessionExpired).with_header(header::SET_COOKIE, clear_cookie(app))
 }
 

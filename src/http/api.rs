@@ -67,16 +67,17 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
     add.identity = forwarded.identity;
     // A stream opened under this session (WebSocket, streamed response) ends with it.
     let guard = pass.session_guard(app);
-    let navigation = super::is_navigation(req.headers());
-    let uri = req.uri().clone();
+    // RFC 9470: the upstream may ask for a stronger or more recent login. The user's session
+    // can get one (kept: where the page was); a machine client's bearer gets the challenge as
+    // it is.
+    let page = matches!(pass.identity, super::admit::Identity::Session(_))
+        .then(|| (super::is_navigation(req.headers()), req.uri().clone()));
     let resp = app
         .proxy
         .forward(req, route.route.service, &route.upstream_path, &add, guard)
         .await?;
-    // RFC 9470: the upstream asks for a stronger or more recent login. The user's session
-    // can get one; a machine client's bearer gets the challenge as it is.
     if resp.status() == http::StatusCode::UNAUTHORIZED
-        && matches!(pass.identity, super::admit::Identity::Session(_))
+        && let Some((navigation, uri)) = page
         && let Some(step) = resp
             .headers()
             .get(http::header::WWW_AUTHENTICATE)

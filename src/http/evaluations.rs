@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::authz::{Question, Subject, question};
+use crate::authz::{Question, question};
 use crate::error::{ApiError, ErrorCode};
 use crate::session::manager::Lookup;
 
@@ -73,13 +73,7 @@ pub async fn evaluations(
     let session = match app.sessions.lookup(&headers).await? {
         Lookup::Found(s) => s,
         Lookup::NoCookie => return Err(ApiError::new(ErrorCode::NotAuthenticated)),
-        Lookup::Ended => {
-            let c = app.sessions.cookie();
-            return Err(ApiError::new(ErrorCode::SessionExpired).with_header(
-                header::SET_COOKIE,
-                crate::session::cookie::clear(c, &c.name),
-            ));
-        }
+        Lookup::Ended => return Err(super::admit::expired(&app)),
     };
     super::csrf::check(&headers, &app.config, &session.record.csrf_token, None)?;
     let Some(pdp) = app.config.authz.evaluations else {
@@ -100,9 +94,7 @@ pub async fn evaluations(
         return Err(ApiError::new(ErrorCode::InvalidRequest)
             .with_message(format!("ask 1 to {MAX_BATCH} evaluations at a time")));
     }
-    let Some(subject) = Subject::of(&app.authz.subject, &session.record) else {
-        return Err(ApiError::new(ErrorCode::AccessDenied));
-    };
+    let subject = super::admit::subject(&app, &session.record)?;
     let client = super::client::client_ip(peer.ip(), &headers, &app.config.server.trusted_proxies);
     let now = app.sessions.clock().unix();
     let mut questions = Vec::with_capacity(batch.evaluations.len());
@@ -114,32 +106,22 @@ pub async fn evaluations(
             return Err(ApiError::new(ErrorCode::InvalidRequest)
                 .with_message("every evaluation needs an action and a resource (or a default)"));
         };
-        questions.push(Question {
-            subject: subject.clone(),
-            action: question::Named {
-                name: Cow::Borrowed(&action.name),
-            },
-            resource: question::Resource {
-                kind: Cow::Borrowed(&resource.kind),
-                id: Cow::Borrowed(&resource.id),
-            },
-            context: question::Context::of(&session.record, client, now),
-        });
+        questions.push(Question::new(
+            subject.clone(),
+            Cow::Borrowed(&action.name),
+            Cow::Borrowed(&resource.kind),
+            Cow::Borrowed(&resource.id),
+            question::Context::of(&session.record, client, now),
+        ));
     }
-    let decisions = futures_util::future::join_all(questions.iter().map(|q| {
-        app.authz.decide(pdp, q, |plan| {
-            app.broker
-                .client_credentials(&app.sessions, &app.providers, plan)
-        })
-    }))
+    let decisions = futures_util::future::join_all(
+        questions.iter().map(|q| super::admit::decide(&app, pdp, q)),
+    )
     .await;
-    let language = headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok());
+    let language = super::admit::accept_language(&headers);
     let mut answers = Vec::with_capacity(decisions.len());
     for decision in decisions {
-        let decision =
-            decision.map_err(|e| ApiError::new(ErrorCode::PdpUnavailable).with_cause(e))?;
+        let decision = decision?;
         answers.push(match decision.reason_text(language) {
             Some(reason) if !decision.permit => {
                 json!({ "decision": false, "context": { "reason_user": reason } })

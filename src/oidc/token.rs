@@ -131,6 +131,14 @@ pub(crate) async fn request(
     post(http, endpoint, provider, endpoint, form).await
 }
 
+/// Adds `client_id` to a form that does not carry it yet (a pushed authorization request
+/// does): a parameter sent twice is refused.
+fn push_client_id<'a>(form: &mut Vec<(&'a str, &'a str)>, client_id: &'a str) {
+    if !form.iter().any(|(k, _)| *k == "client_id") {
+        form.push(("client_id", client_id));
+    }
+}
+
 /// POSTs a form to one of the provider's endpoints that authenticate the client (token,
 /// introspection), and reads its JSON answer.
 pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
@@ -154,7 +162,7 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
             req = req.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
         }
         ClientAuth::ClientSecretPost => {
-            form.push(("client_id", &provider.client_id));
+            push_client_id(&mut form, &provider.client_id);
             form.push(("client_secret", provider.client_secret.expose()));
         }
         ClientAuth::PrivateKeyJwt { audience } => {
@@ -169,7 +177,7 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
                 .signing_keys
                 .client_assertion(&provider.client_id, audience, now)
                 .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
-            form.push(("client_id", &provider.client_id));
+            push_client_id(&mut form, &provider.client_id);
             form.push((
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",

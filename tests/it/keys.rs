@@ -200,3 +200,43 @@ async fn a_provider_that_requires_pushed_authorization_requests_gets_them() {
         StatusCode::OK
     );
 }
+
+/// `assertion_audience: token_endpoint`, and a pushed authorization request authenticated by
+/// an assertion (the form must carry `client_id` once).
+#[tokio::test(flavor = "multi_thread")]
+async fn assertions_for_the_token_endpoint_also_authenticate_pushed_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sallyport.pem");
+    std::fs::write(
+        &key,
+        sallyport::keys::generate(sallyport::keys::NewKey::EdDsa).unwrap(),
+    )
+    .unwrap();
+    let keys_yaml = format!(
+        "signing_keys:\n  - {{ file: {}, kid: ed }}\n",
+        key.display()
+    );
+    let stack = Stack::start_with(
+        |p| {
+            jwt_client(p);
+            p.client_metadata["token_endpoint_auth_signing_alg"] = json!("EdDSA");
+            p.client_metadata["require_pushed_authorization_requests"] = json!(true);
+        },
+        move |g| {
+            g.client_auth = "private_key_jwt";
+            g.provider_yaml = "    assertion_audience: token_endpoint\n    par: required".into();
+            g.extra_yaml = keys_yaml;
+        },
+    )
+    .await;
+    let b = stack.browser();
+    let to_provider = b.start_login("return_to=/").await;
+    assert!(to_provider.contains("request_uri="), "{to_provider}");
+    let callback = b.through_provider(&to_provider, "alice").await;
+    let page = b.get(&callback).await;
+    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
+    assert_eq!(
+        b.fetch(Method::GET, "/api/echo/x").await.status,
+        StatusCode::OK
+    );
+}
