@@ -154,11 +154,12 @@ pub enum ClientAuth {
 /// Whether logins push their authorization request first (RFC 9126, `providers.<name>.par`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Par {
-    /// When the provider's discovery offers it.
+    /// When the provider's discovery offers it (the default), within the per-client budget of
+    /// pushed requests; over it, a front-channel request unless the provider requires PAR.
     Auto,
     /// Always; a provider without it is not ready.
     Required,
-    /// Never (the default).
+    /// Never.
     Off,
 }
 

@@ -59,6 +59,8 @@ pub struct Shared {
     pub assets: Option<assets::Assets>,
     /// Per-client limit on failed attempts that cost a provider call or a signature check.
     pub limiter: limits::RateLimiter,
+    /// Per-client budget of pushed authorization requests (each is a provider call).
+    pub par_budget: limits::RateLimiter,
 }
 
 impl AppState {

@@ -125,6 +125,10 @@ impl Gateway {
                 config.server.rate_limit.0,
                 config.server.rate_limit.1,
             ),
+            par_budget: http::limits::RateLimiter::new(
+                http::limits::PAR_PER_MINUTE,
+                std::time::Duration::from_secs(60),
+            ),
             providers,
             sessions,
             config,

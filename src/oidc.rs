@@ -86,6 +86,9 @@ pub struct Metadata {
     /// RFC 9126: where authorization requests can be pushed, if offered.
     #[serde(default)]
     pub pushed_authorization_request_endpoint: Option<Url>,
+    /// RFC 9126 §5: the provider accepts only pushed authorization requests.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
 }
 
 /// Why the provider could not be used.

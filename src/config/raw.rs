@@ -112,7 +112,9 @@ pub(crate) struct RawProvider {
     pub(crate) client_auth: Option<String>,
     /// `issuer` (default) | `token_endpoint`: a client assertion's `aud`.
     pub(crate) assertion_audience: Option<String>,
-    /// `off` (default) | `auto` | `required`: pushed authorization requests (RFC 9126).
+    /// `auto` (default) | `required` | `off`: pushed authorization requests (RFC 9126). A
+    /// plain `off` reads as the boolean false in YAML.
+    #[serde(default, deserialize_with = "scalar_string")]
     pub(crate) par: Option<String>,
     /// Default `[openid, profile, email, offline_access]`.
     pub(crate) scopes: Option<Vec<String>>,

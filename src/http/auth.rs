@@ -104,6 +104,7 @@ fn invalid_return_to() -> ApiError {
 /// `GET /auth/login`: starts a login and redirects to the provider.
 pub async fn login(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -204,10 +205,28 @@ pub async fn login(
         code_verifier: &record.code_verifier,
         extra: &extra,
     };
-    let par_endpoint = match cfg.par {
-        crate::config::Par::Off => None,
+    let par_endpoint = match (cfg.par, &metadata.pushed_authorization_request_endpoint) {
         // `required` without an endpoint fails discovery (the provider is not ready).
-        _ => metadata.pushed_authorization_request_endpoint.as_ref(),
+        (crate::config::Par::Off, _) | (_, None) => None,
+        (par, Some(endpoint)) => {
+            // Each push is a call to the provider for someone who has proven nothing: a
+            // budget per client address bounds what a flood of login starts costs it. Over
+            // the budget a front-channel request does the same job, unless PAR is required.
+            let ip =
+                super::client::client_ip(peer.ip(), &headers, &app.config.server.trusted_proxies);
+            match app.par_budget.acquire(ip) {
+                Ok(_spent) => Some(endpoint),
+                Err(wait)
+                    if par == crate::config::Par::Required
+                        || metadata.require_pushed_authorization_requests =>
+                {
+                    return Err(super::limits::rate_limited(wait).with_message(
+                        "too many sign-ins started from this address; try again later",
+                    ));
+                }
+                Err(_) => None,
+            }
+        }
     };
     let url = match par_endpoint {
         // RFC 9126: the parameters go to the provider directly, authenticated; the browser

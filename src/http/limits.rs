@@ -7,7 +7,9 @@
 //! that brings a valid login cookie (so the code is redeemed at the provider) and a client
 //! bearer on a `session_or_bearer` route (a signature check). Each takes a permit *before* the
 //! work, atomically, and gives it back when it succeeds, so only failures count. Never
-//! limited: login starts (they keep their state in the browser's cookie and cost nothing),
+//! limited: login starts (they keep their state in the browser's cookie and cost nothing; a
+//! pushed authorization request does cost a provider call, so pushes have their own budget per
+//! client and fall back to a front-channel request past it, see `auth::login`),
 //! answers without a session (`401` is a normal answer), and anything a logged-in user does —
 //! what others behind the same address did never refuses them.
 //!
@@ -27,6 +29,11 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
 
 use crate::error::{ApiError, ErrorCode};
+
+/// Pushed authorization requests per client address and minute (and at once): plenty for the
+/// people behind one address logging in, a bound on what a flood of login starts costs the
+/// provider.
+pub const PAR_PER_MINUTE: u32 = 60;
 
 /// How many clients the limiter tracks at most.
 const MAX_TRACKED: usize = 100_000;

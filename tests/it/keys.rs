@@ -175,32 +175,6 @@ async fn a_key_rotation_keeps_logins_and_refreshes_working_at_every_step() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_provider_that_requires_pushed_authorization_requests_gets_them() {
-    let stack = Stack::start_with(
-        |p| p.client_metadata = json!({ "require_pushed_authorization_requests": true }),
-        |g| g.provider_yaml = "    par: required".into(),
-    )
-    .await;
-    let b = stack.browser();
-    let to_provider = b.start_login("return_to=/").await;
-    let url = reqwest::Url::parse(&to_provider).unwrap();
-    let mut keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        ["client_id", "request_uri"],
-        "the browser carries nothing else: {to_provider}"
-    );
-    let callback = b.through_provider(&to_provider, "alice").await;
-    let page = b.get(&callback).await;
-    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
-    assert_eq!(
-        b.fetch(Method::GET, "/api/echo/x").await.status,
-        StatusCode::OK
-    );
-}
-
 /// `assertion_audience: token_endpoint`, and a pushed authorization request authenticated by
 /// an assertion (the form must carry `client_id` once).
 #[tokio::test(flavor = "multi_thread")]

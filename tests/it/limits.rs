@@ -18,7 +18,8 @@ fn client_from(ip: &str) -> reqwest::Client {
 }
 
 /// A callback that brings this client's own valid login cookie but a code the provider
-/// refuses: the kind of attempt that costs a provider call, and so counts.
+/// refuses: the kind of attempt that costs a provider call, and so counts. (The state is read
+/// from a front-channel request: the stacks here have `par: off`.)
 async fn failed_callback(stack: &Stack, b: &Browser, headers: &[(&str, &str)]) -> StatusCode {
     let state = state_of(&b.start_login("return_to=/").await);
     let iss = urlencode(&stack.provider.issuer);
@@ -46,7 +47,10 @@ fn state_of(to_provider: &str) -> String {
 async fn failed_callbacks_are_limited_per_client_and_nothing_else_is() {
     let stack = Stack::start_with(
         |_| {},
-        |g| g.server_yaml = "  rate_limit: { limit: 5, window: 1m }".into(),
+        |g| {
+            g.server_yaml = "  rate_limit: { limit: 5, window: 1m }".into();
+            g.provider_yaml = "    par: off".into();
+        },
     )
     .await;
     // A logged-in user behind the same address as the attacker.
@@ -113,6 +117,7 @@ async fn behind_a_trusted_proxy_the_limit_applies_to_each_client_not_to_the_prox
         |g| {
             g.trusted_proxies = "[127.0.0.1/32]";
             g.server_yaml = "  rate_limit: { limit: 3, window: 1m }".into();
+            g.provider_yaml = "    par: off".into();
         },
     )
     .await;

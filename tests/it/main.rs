@@ -19,6 +19,7 @@ mod limits;
 mod login;
 mod multi;
 mod nginx;
+mod par;
 mod pdp;
 mod process;
 mod proxy;

@@ -100,21 +100,17 @@ async fn debug_logs_of_a_whole_session_hold_no_secret() {
 
     let b = Browser::new(&format!("http://localhost:{port}"));
     let to_provider = b.start_login("return_to=/").await;
-    let state = url::Url::parse(&to_provider)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
     let callback = b.through_provider(&to_provider, "alice").await;
-    let code = url::Url::parse(&callback)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
+    let param = |name: &str| {
+        url::Url::parse(&callback)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .unwrap()
+            .1
+            .into_owned()
+    };
+    let (state, code) = (param("state"), param("code"));
     assert_eq!(b.get(&callback).await.status, StatusCode::FOUND);
     for _ in 0..2 {
         assert_eq!(

@@ -15,6 +15,8 @@
 //   ignore_acr_values: true   a provider that ignores acr_values: the session is reused as it is
 //   ignore_max_age: true      a provider that ignores max_age and prompt=login: the session is
 //                             reused however old it is
+//   par: "off" | "required"   no pushed authorization requests at all, or only pushed ones
+//                             (advertised as require_pushed_authorization_requests)
 // The token broker's counterparts (all optional PROVIDER_CONFIG keys):
 //   resources: { "<resource URL>": { "scope": "a b", "format": "jwt" | "opaque" } }
 //     client credentials with RFC 8707 resource indicators (`resource`, or `audience` as an
@@ -66,6 +68,8 @@ const exchangeDenied = new Set(Array.isArray(config.exchange_deny_subjects) ? co
 const exchangeTokenTtl = positiveInt(config.exchange_token_ttl, accessTokenTtl);
 const ignoreAcrValues = config.ignore_acr_values === true;
 const ignoreMaxAge = config.ignore_max_age === true;
+// 'off': no pushed authorization requests (RFC 9126); 'required': only pushed ones.
+const par = config.par === 'off' || config.par === 'required' ? config.par : 'on';
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TOKEN_TYPE = {
   access_token: 'urn:ietf:params:oauth:token-type:access_token',
@@ -352,6 +356,10 @@ const provider = new Provider(issuer, {
           accessTokenTTL: accessTokenTtl,
         };
       },
+    },
+    pushedAuthorizationRequests: {
+      enabled: par !== 'off',
+      requirePushedAuthorizationRequests: par === 'required',
     },
     revocation: { enabled: true },
     // Any confidential client may introspect any token (the gateway checks machine clients'

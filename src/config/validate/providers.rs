@@ -112,16 +112,13 @@ impl Validator {
                     "applies only to client_auth: private_key_jwt; remove it",
                 );
             }
-            // Off unless asked for: with PAR every login start is a call to the provider, so a
-            // flood of login starts (free today, see tests/it/login.rs) would become one at the
-            // provider; `auto` as the default waits for a limit on pushed requests per client.
             let par = match p.par.as_deref() {
-                Some("auto") => Par::Auto,
+                None | Some("auto") => Par::Auto,
                 Some("required") => Par::Required,
-                None | Some("off") => Par::Off,
+                Some("off" | "false") => Par::Off,
                 Some(_) => {
-                    self.err(&key("par"), "expected off (the default), auto or required");
-                    Par::Off
+                    self.err(&key("par"), "expected auto (the default), required or off");
+                    Par::Auto
                 }
             };
             let client_secret = match client_auth {

@@ -1106,3 +1106,27 @@ fn signing_keys_are_read_and_checked_naming_the_file() {
         "{e:?}"
     );
 }
+
+#[test]
+fn pushed_authorization_requests_are_automatic_by_default_and_off_reads_as_off() {
+    let par = |line: &str| {
+        let yaml = base().replace(
+            "    client_secret: ${CLIENT_SECRET}\n",
+            &format!("    client_secret: ${{CLIENT_SECRET}}\n{line}"),
+        );
+        Config::parse(&yaml, Path::new("."), &env()).map(|c| c.default_provider().par)
+    };
+    assert_eq!(par("").unwrap(), Par::Auto);
+    assert_eq!(par("    par: required\n").unwrap(), Par::Required);
+    // Unquoted, YAML reads `off` as a boolean.
+    assert_eq!(par("    par: off\n").unwrap(), Par::Off);
+    assert_eq!(par("    par: \"off\"\n").unwrap(), Par::Off);
+    let e = par("    par: yes\n").unwrap_err();
+    assert!(
+        has(
+            &e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "providers.main.par: expected auto (the default), required or off"
+        ),
+        "{e:?}"
+    );
+}
