@@ -172,6 +172,62 @@ pub enum AssertionAudience {
     TokenEndpoint,
 }
 
+/// Sallyport's client id at a provider: from the config, or set once by Dynamic Client
+/// Registration at startup (until then it is empty and the provider is not ready). Clones share
+/// it, so every copy of the config learns the registered id.
+#[derive(Debug, Clone, Default)]
+pub struct ClientId(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl ClientId {
+    /// A configured client id.
+    pub fn fixed(id: impl Into<String>) -> Self {
+        let this = Self::default();
+        this.0.set(id.into()).expect("a new cell is empty");
+        this
+    }
+
+    /// The client id; empty while a registration is pending.
+    pub fn as_str(&self) -> &str {
+        self.0.get().map_or("", String::as_str)
+    }
+
+    /// Whether the client id is known (configured, or registered).
+    pub fn is_known(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// Learns the registered client id; `false` when another one is already known (a
+    /// registration cannot change the client id).
+    pub fn learn(&self, id: &str) -> bool {
+        self.0.get_or_init(|| id.to_owned()) == id
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `providers.<name>.registration`: register Sallyport at startup (RFC 7591).
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    /// The initial access token, as a bearer for the registration endpoint.
+    pub initial_access_token: InitialAccessToken,
+}
+
+/// Where the initial access token of a registration comes from.
+#[derive(Debug, Clone)]
+pub enum InitialAccessToken {
+    /// The provider allows open registration: none is sent.
+    None,
+    /// The configured token.
+    Token(ClientSecret),
+    /// The config names an environment variable that is not set: fine once a registration is
+    /// stored, a startup error (naming it) before.
+    Unset(String),
+}
+
 /// `providers.<name>`.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -179,8 +235,10 @@ pub struct ProviderConfig {
     pub name: String,
     /// The issuer identifier exactly as configured; discovery must report the same string.
     pub issuer: String,
-    /// Sallyport's client id at this provider.
-    pub client_id: String,
+    /// Sallyport's client id at this provider: configured, or learned by registering.
+    pub client_id: ClientId,
+    /// Dynamic Client Registration at startup, when no client id is configured.
+    pub registration: Option<RegistrationConfig>,
     /// The client secret (empty with `private_key_jwt`).
     pub client_secret: ClientSecret,
     /// Sallyport's signing keys, for `private_key_jwt`.

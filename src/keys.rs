@@ -149,6 +149,11 @@ impl Keys {
         !self.keys.is_empty()
     }
 
+    /// The algorithm of the key that signs (the first), if any.
+    pub fn signing_alg(&self) -> Option<jsonwebtoken::Algorithm> {
+        self.keys.first().map(|k| k.alg)
+    }
+
     /// A client assertion (RFC 7523 §2.2, OIDC Core §9 `private_key_jwt`) for `client_id`
     /// toward `audience`, issued at `now` (unix seconds), signed with the first key.
     ///

@@ -148,21 +148,39 @@ impl Gateway {
         http::Public::new(self.state.clone())
     }
 
-    /// Loads every provider's discovery and keys in the background, retrying with backoff
-    /// until it succeeds: Sallyport serves (and reports not-ready) while a provider is down.
+    /// Loads every provider's discovery and keys in the background, and registers Sallyport
+    /// where `registration` says, retrying with backoff until it succeeds: Sallyport serves
+    /// (and reports not-ready) while a provider is down or refuses the registration.
     pub fn start_discovery(&self) {
         for index in 0..self.state.providers.len() {
             // Weak: a gateway that has stopped stops retrying too.
             let state = Arc::downgrade(&self.state.0);
             tokio::spawn(async move {
                 let mut delay = Duration::from_millis(250);
+                let mut warm = false;
                 loop {
                     let Some(state) = state.upgrade() else { return };
                     let provider = &state.providers[index];
-                    match provider.warm_up().await {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(provider = %provider.config().name, error = %e, retry_in = ?delay, "provider not reachable yet");
+                    let cfg = provider.config();
+                    if !warm {
+                        match provider.warm_up().await {
+                            Ok(()) => warm = true,
+                            Err(e) => {
+                                tracing::warn!(provider = %cfg.name, error = %e, retry_in = ?delay, "provider not reachable yet");
+                            }
+                        }
+                    }
+                    if warm && cfg.client_id.is_known() {
+                        return;
+                    }
+                    if warm {
+                        let metadata = oidc::registration::ClientMetadata::new(&state.config, cfg);
+                        match oidc::registration::ensure(provider, &state.sessions, &metadata).await
+                        {
+                            Ok(()) => return,
+                            Err(e) => {
+                                tracing::error!(provider = %cfg.name, error = %e, retry_in = ?delay, "registration at the provider failed; not ready");
+                            }
                         }
                     }
                     drop(state);

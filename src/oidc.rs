@@ -21,6 +21,7 @@ pub mod authorize;
 pub mod bearer;
 pub mod id_token;
 pub mod logout_token;
+pub mod registration;
 pub mod token;
 
 use std::sync::{Arc, Mutex};
@@ -86,6 +87,9 @@ pub struct Metadata {
     /// RFC 9126: where authorization requests can be pushed, if offered.
     #[serde(default)]
     pub pushed_authorization_request_endpoint: Option<Url>,
+    /// RFC 7591: where clients register, if the provider lets them.
+    #[serde(default)]
+    pub registration_endpoint: Option<Url>,
     /// RFC 9126 §5: the provider accepts only pushed authorization requests.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
@@ -245,9 +249,9 @@ impl Provider {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether discovery has been loaded at least once.
+    /// Whether discovery has been loaded at least once and the client id is known.
     pub fn is_ready(&self) -> bool {
-        self.cache().metadata.is_some()
+        self.config.client_id.is_known() && self.cache().metadata.is_some()
     }
 
     fn unavailable(
@@ -267,6 +271,19 @@ impl Provider {
     /// When nothing is cached and discovery fails (now, or recently: see the module docs), or
     /// the issuer does not match.
     pub async fn metadata(&self) -> Result<Arc<Metadata>, ProviderError> {
+        if !self.config.client_id.is_known() {
+            return Err(self.unavailable(
+                "Sallyport is not registered at this provider yet (providers.<name>.registration)",
+            ));
+        }
+        self.discover().await
+    }
+
+    /// [`Provider::metadata`], also before Sallyport is registered (to register).
+    ///
+    /// # Errors
+    /// As [`Provider::metadata`].
+    pub async fn discover(&self) -> Result<Arc<Metadata>, ProviderError> {
         let ttl = self.config.discovery_ttl;
         if let Some((m, at)) = &self.cache().metadata
             && at.elapsed() < ttl
@@ -336,7 +353,7 @@ impl Provider {
         if let Some(keys) = usable(&self.cache(), None) {
             return Ok(keys);
         }
-        let metadata = self.metadata().await?;
+        let metadata = self.discover().await?;
         let asked = Instant::now();
         let _guard = self.fetch.lock().await;
         let stale = {
@@ -421,7 +438,7 @@ impl Provider {
     /// # Errors
     /// When the provider cannot be reached or its metadata is unusable.
     pub async fn warm_up(&self) -> Result<(), ProviderError> {
-        self.metadata().await?;
+        self.discover().await?;
         self.jwks(None).await?;
         Ok(())
     }
@@ -535,7 +552,7 @@ impl Provider {
             &claims,
             &hint,
             &self.config.issuer,
-            &self.config.client_id,
+            self.config.client_id.as_str(),
             now,
             skew,
         )

@@ -1,6 +1,8 @@
-//! Builds the configured session backend; the backends live in `store/`.
+//! Builds the configured session backend; the backends live in `store/`, with the single
+//! flight (one holder of a piece of work across instances) built on their locks.
 
 pub mod file;
+pub mod flight;
 pub mod memory;
 pub mod redis;
 

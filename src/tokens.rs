@@ -20,15 +20,14 @@
 pub mod background;
 mod client_credentials;
 mod exchange;
-mod flight;
 mod refresh;
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::store::flight::DEADLINE as REFRESH_DEADLINE;
 pub use client_credentials::SharedToken;
-pub use flight::DEADLINE as REFRESH_DEADLINE;
 
 use crate::config::{Config, TokenKind, TokenSpec};
 use crate::oidc::TokenError;
@@ -82,7 +81,7 @@ struct Plan {
 pub struct Broker {
     refresh_before: Duration,
     default_lifetime: Duration,
-    flights: flight::Flights,
+    flights: crate::store::flight::Flights,
     plans: Vec<Plan>,
     /// Whether tokens are renewed in the background (`tokens.background_refresh`).
     background: bool,
@@ -126,7 +125,7 @@ impl Broker {
         Self {
             refresh_before: config.tokens.refresh_before,
             default_lifetime: config.tokens.default_lifetime,
-            flights: flight::Flights::default(),
+            flights: crate::store::flight::Flights::default(),
             plans,
             background: config.tokens.background_refresh,
             schedule: background::Schedule::default(),

@@ -99,6 +99,15 @@ pub(crate) struct RawRateLimit {
     pub(crate) window: Option<String>,
 }
 
+/// `providers.<name>.registration`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistration {
+    /// The bearer for the registration endpoint (absent: open registration).
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) initial_access_token: Option<String>,
+}
+
 /// `providers.<name>`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +121,8 @@ pub(crate) struct RawProvider {
     pub(crate) client_auth: Option<String>,
     /// `issuer` (default) | `token_endpoint`: a client assertion's `aud`.
     pub(crate) assertion_audience: Option<String>,
+    /// Dynamic Client Registration at startup (RFC 7591), instead of `client_id`.
+    pub(crate) registration: Option<RawRegistration>,
     /// `auto` (default) | `required` | `off`: pushed authorization requests (RFC 9126). A
     /// plain `off` reads as the boolean false in YAML.
     #[serde(default, deserialize_with = "scalar_string")]

@@ -75,6 +75,9 @@ pub(super) fn parse(
 /// interpolation; nothing else in the text changes.
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
+/// Starts a value whose only reference named an unset variable, where that is allowed; the
+/// variable's name follows.
+pub(super) const UNSET_MARK: char = '\u{E002}';
 
 fn protect_references(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -151,6 +154,13 @@ fn interpolate_tree(value: &mut Value, path: &mut String, env: &dyn EnvSource, v
     match value {
         Value::String(s) => match interpolate(&s.replace(OPEN, "{").replace(CLOSE, "}"), env) {
             Ok(new) => *s = new,
+            // An initial access token is needed only until the registration is stored, so it
+            // may leave the environment afterwards: startup decides (and names the variable).
+            Err(InterpolateError::Unset(name))
+                if path.ends_with(".registration.initial_access_token") =>
+            {
+                *s = format!("{UNSET_MARK}{name}");
+            }
             Err(InterpolateError::Unset(name)) => v.err(
                 path,
                 format!("environment variable {name} is not set; export it or remove the reference"),
@@ -300,6 +310,16 @@ impl Validator {
         let signing_keys = std::sync::Arc::new(self.signing_keys(raw.signing_keys, base_dir));
         let providers = self.providers(raw.providers, &signing_keys);
         let session = self.session(&raw.session, server.as_ref(), base_dir);
+        if let (Some(providers), Some(session)) = (&providers, &session)
+            && session.store == StoreConfig::Memory
+        {
+            for p in providers.iter().filter(|p| p.registration.is_some()) {
+                self.err(
+                    &format!("providers.{}.registration", p.name),
+                    "the registration is kept in the session store, and the memory store forgets it: every start would register another client. Use session.store: file (one instance, with session.file.path) or redis",
+                );
+            }
+        }
         let tokens = TokensConfig {
             refresh_before: self.duration(
                 "tokens.refresh_before",

@@ -197,7 +197,7 @@ pub async fn login(
 
     let request = AuthorizationRequest {
         endpoint: &metadata.authorization_endpoint,
-        client_id: &cfg.client_id,
+        client_id: cfg.client_id.as_str(),
         redirect_uri: provider.redirect_uri(),
         scopes: &cfg.scopes,
         state: &state,
@@ -432,7 +432,7 @@ pub async fn callback(
     let now = app.sessions.clock().unix();
     let expect = Expectations {
         issuer: &cfg.issuer,
-        client_id: &cfg.client_id,
+        client_id: cfg.client_id.as_str(),
         nonce: Some(&login.nonce),
         access_token: Some(tokens.access_token.expose()),
         algorithms: &cfg.id_token_algs,
@@ -641,7 +641,7 @@ pub async fn logout(
             let end_session = end_session_url(
                 endpoint,
                 session.record.id_token.expose(),
-                &provider.config().client_id,
+                provider.config().client_id.as_str(),
                 &post_logout,
             );
             if wants_json {

@@ -155,14 +155,15 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
     match provider.client_auth {
         ClientAuth::ClientSecretBasic => {
             // RFC 6749 §2.3.1: both parts are form-urlencoded before Base64.
-            let user = utf8_percent_encode(&provider.client_id, NON_ALPHANUMERIC).to_string();
+            let user =
+                utf8_percent_encode(provider.client_id.as_str(), NON_ALPHANUMERIC).to_string();
             let pass =
                 utf8_percent_encode(provider.client_secret.expose(), NON_ALPHANUMERIC).to_string();
             let basic = STANDARD.encode(format!("{user}:{pass}"));
             req = req.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
         }
         ClientAuth::ClientSecretPost => {
-            push_client_id(&mut form, &provider.client_id);
+            push_client_id(&mut form, provider.client_id.as_str());
             form.push(("client_secret", provider.client_secret.expose()));
         }
         ClientAuth::PrivateKeyJwt { audience } => {
@@ -175,9 +176,9 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
                 .map_or(0, |d| d.as_secs());
             assertion = provider
                 .signing_keys
-                .client_assertion(&provider.client_id, audience, now)
+                .client_assertion(provider.client_id.as_str(), audience, now)
                 .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
-            push_client_id(&mut form, &provider.client_id);
+            push_client_id(&mut form, provider.client_id.as_str());
             form.push((
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",

@@ -172,7 +172,7 @@ impl Broker {
         let cfg = provider.config();
         let expect = Expectations {
             issuer: &cfg.issuer,
-            client_id: &cfg.client_id,
+            client_id: cfg.client_id.as_str(),
             nonce: None,
             access_token: Some(access_token.expose()),
             algorithms: &cfg.id_token_algs,

@@ -24,6 +24,7 @@ mod pdp;
 mod process;
 mod proxy;
 mod refresh;
+mod registration;
 mod spa;
 mod step_up;
 mod stores;

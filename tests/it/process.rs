@@ -26,6 +26,19 @@ impl Sallyport {
 
     /// Starts the binary, pinned to the CPUs `cpus` (a `taskset` list) when given.
     async fn start_on(opts: &GatewayOptions, rust_log: &str, cpus: Option<&str>) -> Sallyport {
+        let sallyport = Self::spawn(opts, rust_log, cpus);
+        let url = format!("http://127.0.0.1:{}/auth/ready", opts.port);
+        eventually(Duration::from_secs(15), || async {
+            let r = reqwest::get(&url).await.ok()?;
+            (r.status() == StatusCode::OK).then_some(())
+        })
+        .await
+        .expect("sallyport becomes ready");
+        sallyport
+    }
+
+    /// Starts the binary without waiting for it to be ready.
+    fn spawn(opts: &GatewayOptions, rust_log: &str, cpus: Option<&str>) -> Sallyport {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sallyport.yaml");
         std::fs::write(&config, opts.yaml()).unwrap();
@@ -44,17 +57,11 @@ impl Sallyport {
             .arg(&config)
             .env("TEST_CLIENT_SECRET", CLIENT_SECRET)
             .env("RUST_LOG", rust_log)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{}/auth/ready", opts.port);
-        eventually(Duration::from_secs(15), || async {
-            let r = reqwest::get(&url).await.ok()?;
-            (r.status() == StatusCode::OK).then_some(())
-        })
-        .await
-        .expect("sallyport becomes ready");
         Sallyport {
             child,
             log,
@@ -272,4 +279,54 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_initial_access_token_is_a_clear_startup_error_without_the_token() {
+    let port = free_port();
+    let mut popts = ProviderOptions::new(port);
+    popts.config =
+        serde_json::json!({ "registration": { "initial_access_token": "the-right-one" } });
+    let provider = Provider::start(popts).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sallyport.pem");
+    std::fs::write(
+        &key,
+        sallyport::keys::generate(sallyport::keys::NewKey::Es256).unwrap(),
+    )
+    .unwrap();
+    let mut opts = GatewayOptions::new(port, &provider.issuer, &upstream.url);
+    let wrong = "expired-initial-access-token-0123456789";
+    opts.registration = Some("{ initial_access_token: ${TEST_DCR_IAT} }".into());
+    opts.env = vec![("TEST_DCR_IAT".into(), wrong.into())];
+    opts.extra_yaml = format!(
+        "signing_keys:\n  - {{ file: {}, kid: \"1\" }}\n",
+        key.display()
+    );
+    opts.session_yaml = format!(
+        "  store: file\n  file: {{ path: {} }}",
+        dir.path().join("sessions.redb").display()
+    );
+    let sallyport = Sallyport::spawn(&opts, "info", None);
+    let line = eventually(Duration::from_secs(10), || async {
+        sallyport
+            .log()
+            .lines()
+            .find(|l| l.contains("registration at the provider failed"))
+            .map(str::to_owned)
+    })
+    .await
+    .expect("the failure is logged");
+    assert!(
+        line.contains("refused the initial access token (invalid_token)")
+            && line.contains("providers.<name>.registration.initial_access_token"),
+        "the error names the cause and the key to fix: {line}"
+    );
+    assert!(line.contains(r#""provider":"main""#), "{line}");
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/auth/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!sallyport.log().contains(wrong), "the token is in the log");
 }

@@ -17,6 +17,11 @@
 //                             reused however old it is
 //   par: "off" | "required"   no pushed authorization requests at all, or only pushed ones
 //                             (advertised as require_pushed_authorization_requests)
+//   registration: { initial_access_token: "…" }   Dynamic Client Registration at /reg (RFC 7591)
+//                             with that initial access token (none: open registration), and its
+//                             management (RFC 7592) with rotating registration access tokens;
+//                             GET /__test/clients lists the registered clients' metadata
+//   registration_delay_ms: n  registrations answer n ms late (a window for racing instances)
 // The token broker's counterparts (all optional PROVIDER_CONFIG keys):
 //   resources: { "<resource URL>": { "scope": "a b", "format": "jwt" | "opaque" } }
 //     client credentials with RFC 8707 resource indicators (`resource`, or `audience` as an
@@ -68,6 +73,8 @@ const exchangeDenied = new Set(Array.isArray(config.exchange_deny_subjects) ? co
 const exchangeTokenTtl = positiveInt(config.exchange_token_ttl, accessTokenTtl);
 const ignoreAcrValues = config.ignore_acr_values === true;
 const ignoreMaxAge = config.ignore_max_age === true;
+// Dynamic Client Registration (RFC 7591/7592), off unless configured.
+const registration = config.registration && typeof config.registration === 'object' ? config.registration : null;
 // 'off': no pushed authorization requests (RFC 9126); 'required': only pushed ones.
 const par = config.par === 'off' || config.par === 'required' ? config.par : 'on';
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -227,7 +234,12 @@ async function readForm(req) {
 // Test statistics (grant.success / grant.error per grant_type)
 // ---------------------------------------------------------------------------
 
-const stats = { grants: {}, grant_errors: {}, faulted_token_requests: 0, discovery_requests: 0 };
+const stats = {
+  grants: {}, grant_errors: {}, faulted_token_requests: 0, discovery_requests: 0,
+  registrations: 0, registration_updates: 0, registration_errors: 0,
+};
+// The ids of dynamically registered clients.
+const registered = new Set();
 
 // Faults a test switches on to play a slow or refusing provider: delays before discovery and the
 // token endpoint answer, and a token endpoint that answers `token_status` with `token_error`
@@ -236,6 +248,10 @@ const faults = { discovery_delay_ms: 0, token_delay_ms: 0, token_status: 0, toke
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 async function faulted(req, res, url) {
+  if (url.pathname === '/reg' && req.method === 'POST' && config.registration_delay_ms > 0) {
+    await sleep(config.registration_delay_ms);
+    return false;
+  }
   if (url.pathname === '/.well-known/openid-configuration') {
     stats.discovery_requests += 1;
     if (faults.discovery_delay_ms) await sleep(faults.discovery_delay_ms);
@@ -357,6 +373,12 @@ const provider = new Provider(issuer, {
         };
       },
     },
+    registration: {
+      enabled: registration !== null,
+      initialAccessToken: registration?.initial_access_token ?? false,
+      issueRegistrationAccessToken: true,
+    },
+    registrationManagement: { enabled: registration !== null, rotateRegistrationAccessToken: true },
     pushedAuthorizationRequests: {
       enabled: par !== 'off',
       requirePushedAuthorizationRequests: par === 'required',
@@ -544,6 +566,15 @@ provider.use(async (ctx, next) => {
   }
 });
 
+provider.on('registration_create.success', (ctx, client) => {
+  stats.registrations += 1;
+  registered.add(client.clientId);
+});
+provider.on('registration_update.success', (ctx, client) => {
+  stats.registration_updates += 1;
+});
+provider.on('registration_create.error', (ctx, err) => { stats.registration_errors += 1; log('registration refused:', err.message); });
+provider.on('registration_update.error', (ctx, err) => { stats.registration_errors += 1; log('registration update refused:', err.message); });
 provider.on('grant.success', (ctx) => count(stats.grants, ctx));
 provider.on('grant.error', (ctx) => count(stats.grant_errors, ctx));
 provider.on('server_error', (ctx, err) => log('server_error:', err));
@@ -631,6 +662,10 @@ server.on('request', async (req, res) => {
   try {
     if (url.pathname === '/__test/stats' && req.method === 'GET') {
       return sendJson(res, 200, stats);
+    }
+    if (url.pathname === '/__test/clients' && req.method === 'GET') {
+      const found = await Promise.all([...registered].map((id) => provider.Client.find(id)));
+      return sendJson(res, 200, Object.fromEntries(found.filter(Boolean).map((c) => [c.clientId, c.metadata()])));
     }
     if (url.pathname === '/__test/faults' && req.method === 'POST') {
       const form = await readForm(req);

@@ -69,9 +69,40 @@ impl Validator {
                         None
                     }
                 });
-            let client_id = self
-                .required(&key("client_id"), p.client_id.as_ref())
-                .map(str::to_owned);
+            let registration = p.registration.map(|r| RegistrationConfig {
+                initial_access_token: match r.initial_access_token {
+                    None => InitialAccessToken::None,
+                    Some(t) => match t.strip_prefix(super::UNSET_MARK) {
+                        Some(name) => InitialAccessToken::Unset(name.to_owned()),
+                        None if t.is_empty() => {
+                            self.err(
+                                &key("registration.initial_access_token"),
+                                "is empty; give the token the provider issued for registering clients, or remove the key for open registration",
+                            );
+                            InitialAccessToken::None
+                        }
+                        None => InitialAccessToken::Token(ClientSecret::new(t)),
+                    },
+                },
+            });
+            let client_id = match (&p.client_id, &registration) {
+                (Some(_), Some(_)) => {
+                    self.err(
+                        &key("client_id"),
+                        "registration registers Sallyport and learns its client id: remove client_id (and client_secret), or remove registration to use the client registered as client_id",
+                    );
+                    None
+                }
+                (Some(id), None) => Some(ClientId::fixed(id.as_str())),
+                (None, Some(_)) => Some(ClientId::default()),
+                (None, None) => {
+                    self.err(
+                        &key("client_id"),
+                        "is required: the client id registered for Sallyport at the provider (or let Sallyport register itself: registration: { initial_access_token: ${DCR_IAT} }, with client_auth: private_key_jwt and signing_keys)",
+                    );
+                    None
+                }
+            };
             let audience = match p.assertion_audience.as_deref() {
                 None | Some("issuer") => Some(AssertionAudience::Issuer),
                 Some("token_endpoint") => Some(AssertionAudience::TokenEndpoint),
@@ -83,7 +114,23 @@ impl Validator {
                     None
                 }
             };
-            let client_auth = match p.client_auth.as_deref().unwrap_or(DEFAULT_CLIENT_AUTH) {
+            // A registered client authenticates with Sallyport's keys: no secret to store.
+            let default_auth = if registration.is_some() {
+                "private_key_jwt"
+            } else {
+                DEFAULT_CLIENT_AUTH
+            };
+            if registration.is_some()
+                && p.client_auth
+                    .as_deref()
+                    .is_some_and(|a| a != "private_key_jwt")
+            {
+                self.err(
+                    &key("client_auth"),
+                    "a registered client authenticates with private_key_jwt (its jwks_uri is Sallyport's /.well-known/jwks.json): remove client_auth or set it to private_key_jwt",
+                );
+            }
+            let client_auth = match p.client_auth.as_deref().unwrap_or(default_auth) {
                 "client_secret_basic" => Some(ClientAuth::ClientSecretBasic),
                 "client_secret_post" => Some(ClientAuth::ClientSecretPost),
                 "private_key_jwt" if !signing_keys.can_sign() => {
@@ -198,6 +245,7 @@ impl Validator {
                     name,
                     issuer,
                     client_id,
+                    registration,
                     client_secret,
                     signing_keys: std::sync::Arc::clone(signing_keys),
                     client_auth,
@@ -218,7 +266,7 @@ impl Validator {
         // common setup where an API and its client share one registration.
         for p in &out {
             for (i, audience) in p.bearer_audiences.iter().enumerate() {
-                if let Some(client) = out.iter().find(|c| &c.client_id == audience) {
+                if let Some(client) = out.iter().find(|c| c.client_id.as_str() == audience) {
                     self.err(
                         &format!("providers.{}.bearer_audiences[{i}]", p.name),
                         format!(

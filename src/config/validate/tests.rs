@@ -1130,3 +1130,116 @@ fn pushed_authorization_requests_are_automatic_by_default_and_off_reads_as_off()
         "{e:?}"
     );
 }
+
+#[test]
+fn a_registering_provider_needs_no_client_id_a_key_and_a_durable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("k.pem"),
+        crate::keys::generate(crate::keys::NewKey::Es256).unwrap(),
+    )
+    .unwrap();
+    let yaml = |provider: &str, store: &str| {
+        base()
+            .replace(
+                "    client_id: sallyport\n    client_secret: ${CLIENT_SECRET}\n",
+                provider,
+            )
+            .replace(
+                "session:\n",
+                &format!("signing_keys:\n  - {{ file: k.pem, kid: k1 }}\nsession:\n{store}"),
+            )
+    };
+    let file = "  store: file\n  file: { path: ./sessions.redb }\n";
+    let parse = |yaml: &str, env: &HashMap<String, String>| Config::parse(yaml, dir.path(), env);
+    let mut with_iat = env();
+    with_iat.insert("DCR_IAT".into(), "iat-value".into());
+    let registering = "    registration: { initial_access_token: ${DCR_IAT} }\n";
+
+    let c = parse(&yaml(registering, file), &with_iat).unwrap();
+    let p = c.default_provider();
+    assert!(!p.client_id.is_known(), "learned at startup");
+    assert!(
+        matches!(p.client_auth, ClientAuth::PrivateKeyJwt { .. }),
+        "the default"
+    );
+    assert!(matches!(
+        &p.registration.as_ref().unwrap().initial_access_token,
+        InitialAccessToken::Token(t) if t.expose() == "iat-value"
+    ));
+    // Once registered, the token may leave the environment.
+    let c = parse(&yaml(registering, file), &env()).unwrap();
+    assert!(matches!(
+        &c.default_provider().registration.as_ref().unwrap().initial_access_token,
+        InitialAccessToken::Unset(name) if name == "DCR_IAT"
+    ));
+    // Open registration.
+    let c = parse(&yaml("    registration: {}\n", file), &env()).unwrap();
+    assert!(matches!(
+        c.default_provider()
+            .registration
+            .as_ref()
+            .unwrap()
+            .initial_access_token,
+        InitialAccessToken::None
+    ));
+
+    let refused = |yaml: &str| match parse(yaml, &with_iat) {
+        Ok(_) => panic!("should be refused"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    let e = refused(&yaml(registering, ""));
+    assert!(
+        has(
+            &e,
+            "providers.main.registration: the registration is kept in the session store, and the memory store forgets it"
+        ),
+        "{e:?}"
+    );
+    let e = refused(&yaml(
+        &format!("    client_id: sallyport\n{registering}"),
+        file,
+    ));
+    assert!(
+        has(
+            &e,
+            "providers.main.client_id: registration registers Sallyport and learns its client id"
+        ),
+        "{e:?}"
+    );
+    let e = refused(&yaml(
+        &format!("{registering}    client_auth: client_secret_basic\n"),
+        file,
+    ));
+    assert!(
+        has(
+            &e,
+            "providers.main.client_auth: a registered client authenticates with private_key_jwt"
+        ),
+        "{e:?}"
+    );
+    let e = refused(&yaml("", file));
+    assert!(
+        has(&e, "providers.main.client_id: is required")
+            && e.iter()
+                .any(|m| m.contains("registration: { initial_access_token")),
+        "the fix names both ways: {e:?}"
+    );
+    let e = refused(&yaml(
+        "    registration: { initial_access_token: \"\" }\n",
+        file,
+    ));
+    assert!(
+        has(
+            &e,
+            "providers.main.registration.initial_access_token: is empty"
+        ),
+        "{e:?}"
+    );
+    // Another variable that is not set is still an error.
+    let e = refused(&yaml(
+        "    registration: { initial_access_token: ${DCR_IAT} }\n    login_params: [\"${NOPE}\"]\n",
+        file,
+    ));
+    assert!(e.iter().any(|m| m.contains("NOPE is not set")), "{e:?}");
+}

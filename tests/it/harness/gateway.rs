@@ -39,6 +39,12 @@ pub struct GatewayOptions {
     pub forward_auth: Option<&'static str>,
     /// The forward-auth listener's port.
     pub forward_auth_port: u16,
+    /// `providers.main.registration` (flow YAML) instead of a client id and secret.
+    pub registration: Option<String>,
+    /// More environment variables for `${…}` references.
+    pub env: Vec<(String, String)>,
+    /// The port in `server.public_url` when it is not `port` (instances behind one address).
+    pub public_port: Option<u16>,
 }
 
 impl GatewayOptions {
@@ -60,6 +66,9 @@ impl GatewayOptions {
             server_yaml: String::new(),
             forward_auth: None,
             forward_auth_port: super::free_port(),
+            registration: None,
+            env: Vec::new(),
+            public_port: None,
         }
     }
 
@@ -78,21 +87,26 @@ impl GatewayOptions {
             ),
             None => String::new(),
         };
+        let client = match &self.registration {
+            Some(registration) => format!("    registration: {registration}"),
+            None => format!(
+                "    client_id: sallyport\n    client_secret: ${{TEST_CLIENT_SECRET}}\n    client_auth: {}",
+                self.client_auth
+            ),
+        };
         format!(
             r#"
 server:
 {forward_auth}
   listen: 127.0.0.1:{port}
-  public_url: http://localhost:{port}
+  public_url: http://localhost:{public_port}
   shutdown_grace: 2s
   trusted_proxies: {trusted_proxies}
 {server_yaml}
 providers:
   main:
     issuer: {issuer}
-    client_id: sallyport
-    client_secret: ${{TEST_CLIENT_SECRET}}
-    client_auth: {client_auth}
+{client}
     scopes: [openid, profile, email, offline_access]
     login_params: [login_hint]
 {provider_yaml}
@@ -155,8 +169,8 @@ routes:
 {extra_yaml}
 "#,
             port = self.port,
+            public_port = self.public_port.unwrap_or(self.port),
             issuer = self.issuer,
-            client_auth = self.client_auth,
             provider_yaml = self.provider_yaml,
             keys = keys,
             session_yaml = self.session_yaml,
@@ -172,10 +186,11 @@ routes:
 
     /// The validated config.
     pub fn config(&self) -> Config {
-        let env = HashMap::from([(
+        let mut env = HashMap::from([(
             "TEST_CLIENT_SECRET".to_owned(),
             super::CLIENT_SECRET.to_owned(),
         )]);
+        env.extend(self.env.iter().cloned());
         Config::parse(&self.yaml(), &PathBuf::from("."), &env)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
     }

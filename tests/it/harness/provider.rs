@@ -156,10 +156,22 @@ impl Provider {
         }
     }
 
-    async fn stats(&self) -> Value {
+    /// The provider's test statistics (`/__test/stats`).
+    pub async fn stats(&self) -> Value {
         let resp = self
             .http
             .get(format!("{}/__test/stats", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    }
+
+    /// The dynamically registered clients' metadata by client id (`/__test/clients`).
+    pub async fn registered_clients(&self) -> serde_json::Map<String, Value> {
+        let resp = self
+            .http
+            .get(format!("{}/__test/clients", self.issuer))
             .send()
             .await
             .unwrap();

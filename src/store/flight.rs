@@ -1,6 +1,6 @@
-//! Single flight: one holder at a time of a named piece of token work (a session's refresh, a
-//! session's exchange for one service, a client-credentials token), in this process and across
-//! instances.
+//! Single flight: one holder at a time of a named piece of work (a session's refresh, a
+//! session's exchange for one service, a client-credentials token, a client registration), in
+//! this process and across instances.
 //!
 //! In one process, callers queue on an in-process lock, so one of them goes on. Across
 //! processes, that one takes the store's lock (Redis `SET NX PX`, token-checked release); when
@@ -14,9 +14,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::TokenFailure;
 use crate::oidc::PROVIDER_TIMEOUT;
-use crate::session::{SessionStore, StoreKey};
+use crate::session::{SessionStore, StoreError, StoreKey};
 
 /// The most one piece of work may take while holding the lock: discovery, the token request
 /// and a JWKS fetch for a refreshed ID token (each bounded by [`PROVIDER_TIMEOUT`]), and the
@@ -30,7 +29,7 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// In-process locks by name, each present only while someone holds or waits for it.
 #[derive(Debug, Default)]
-pub(super) struct Flights {
+pub struct Flights {
     locks: Mutex<HashMap<StoreKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -51,17 +50,18 @@ impl Flights {
     ///
     /// `Ok(None)` when the work ran past [`DEADLINE`], or another instance's did (the caller
     /// decides what is still usable).
-    pub(super) async fn run<T, W, P, PF>(
+    pub async fn run<T, E, W, P, PF>(
         &self,
         store: &dyn SessionStore,
         key: StoreKey,
         work: W,
         mut landed: P,
-    ) -> Result<Option<T>, TokenFailure>
+    ) -> Result<Option<T>, E>
     where
-        W: Future<Output = Result<T, TokenFailure>>,
+        E: From<StoreError>,
+        W: Future<Output = Result<T, E>>,
         P: FnMut() -> PF,
-        PF: Future<Output = Result<Option<T>, TokenFailure>>,
+        PF: Future<Output = Result<Option<T>, E>>,
     {
         let lock = Arc::clone(self.lock_map().entry(key).or_default());
         let result = {
@@ -77,21 +77,26 @@ impl Flights {
     }
 }
 
-async fn across_instances<T, W, P, PF>(
+/// Runs `work` while holding the store's lock named `key`; while another instance holds it,
+/// polls `landed` for that instance's result. No in-process queueing: see [`Flights::run`].
+///
+/// `Ok(None)` when the work ran past [`DEADLINE`], or another instance's did.
+pub async fn across_instances<T, E, W, P, PF>(
     store: &dyn SessionStore,
     key: StoreKey,
     work: W,
     landed: &mut P,
-) -> Result<Option<T>, TokenFailure>
+) -> Result<Option<T>, E>
 where
-    W: Future<Output = Result<T, TokenFailure>>,
+    E: From<StoreError>,
+    W: Future<Output = Result<T, E>>,
     P: FnMut() -> PF,
-    PF: Future<Output = Result<Option<T>, TokenFailure>>,
+    PF: Future<Output = Result<Option<T>, E>>,
 {
     let deadline = Instant::now() + DEADLINE + Duration::from_secs(1);
     let mut work = Some(work);
     loop {
-        if let Some(token) = store.try_lock(&key, LOCK_TTL).await? {
+        if let Some(token) = store.try_lock(&key, LOCK_TTL).await.map_err(E::from)? {
             let work = work
                 .take()
                 .expect("the work runs once: this branch returns");
@@ -103,12 +108,12 @@ where
             })
             .await;
             if let Err(e) = store.unlock(&key, &token).await {
-                tracing::warn!(lock = ?key, error = %e, "releasing a token lock failed; it expires by itself");
+                tracing::warn!(lock = ?key, error = %e, "releasing a lock failed; it expires by itself");
             }
             return match held {
                 Ok(result) => result.map(Some),
                 Err(_) => {
-                    tracing::warn!(lock = ?key, deadline = ?DEADLINE, "token work abandoned: the provider is too slow");
+                    tracing::warn!(lock = ?key, deadline = ?DEADLINE, "work abandoned: the provider is too slow");
                     Ok(None)
                 }
             };
