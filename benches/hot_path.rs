@@ -71,6 +71,7 @@ fn record() -> SessionRecord {
         last_seen: 4_000_000_000,
         expires_at: 4_000_000_000,
         csrf_token: "k".repeat(43),
+        dpop_key: None,
     }
 }
 
@@ -179,6 +180,7 @@ fn benches(c: &mut Criterion) {
                     false,
                     &Injected {
                         bearer: Some(&token),
+                        dpop: None,
                         identity: Some(IdentityHeaders {
                             headers: &identity_headers,
                             claims: Claims {

@@ -46,6 +46,7 @@ fn record(i: usize) -> SessionRecord {
         last_seen: 4_000_000_000,
         expires_at: 4_000_000_000,
         csrf_token: "k".repeat(43),
+        dpop_key: None,
     }
 }
 

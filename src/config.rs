@@ -247,6 +247,8 @@ pub struct ProviderConfig {
     pub client_auth: ClientAuth,
     /// Pushed authorization requests.
     pub par: Par,
+    /// Bind the session's tokens to a per-session DPoP key (RFC 9449).
+    pub dpop: bool,
     /// Scopes requested at login.
     pub scopes: Vec<String>,
     /// Query parameters `/auth/login` passes on.
@@ -446,6 +448,9 @@ pub struct ServiceConfig {
     pub headers: Vec<IdentityHeader>,
     /// Time allowed until response headers.
     pub timeout: Duration,
+    /// Send the user's token as `Authorization: DPoP` with a proof for each request, when the
+    /// session's tokens are DPoP-bound.
+    pub dpop: bool,
 }
 
 /// Whether a route needs a session.

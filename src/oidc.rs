@@ -19,6 +19,7 @@
 
 pub mod authorize;
 pub mod bearer;
+pub mod dpop;
 pub mod id_token;
 pub mod logout_token;
 pub mod registration;
@@ -207,6 +208,8 @@ pub struct Provider {
     fetch: tokio::sync::Mutex<()>,
     /// Active introspection answers by SHA-256 of the token.
     introspected: moka::future::Cache<[u8; 32], Arc<bearer::BearerClaims>>,
+    /// The provider's latest DPoP nonce (RFC 9449 §8), for the next proof.
+    dpop_nonce: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -229,6 +232,7 @@ impl Provider {
                 .build(),
             cache: Mutex::default(),
             fetch: tokio::sync::Mutex::new(()),
+            dpop_nonce: Mutex::default(),
             config,
         }
     }
@@ -587,7 +591,16 @@ impl Provider {
         Ok(claims)
     }
 
-    /// Redeems an authorization code (RFC 6749 §4.1.3, with the PKCE verifier).
+    /// `key` with this provider's nonce, for a proof.
+    fn dpop<'a>(&'a self, key: Option<&'a dpop::DpopKey>) -> Option<token::Dpop<'a>> {
+        key.map(|key| token::Dpop {
+            key,
+            nonce: &self.dpop_nonce,
+        })
+    }
+
+    /// Redeems an authorization code (RFC 6749 §4.1.3, with the PKCE verifier); with `dpop`,
+    /// the tokens are bound to that key (and must come back as `token_type: DPoP`).
     ///
     /// # Errors
     /// Refused by the provider, or the provider unavailable.
@@ -595,27 +608,33 @@ impl Provider {
         &self,
         code: &str,
         code_verifier: &str,
+        dpop: Option<&dpop::DpopKey>,
     ) -> Result<TokenResponse, TokenError> {
-        self.token_request(vec![
+        let form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", code_verifier),
-        ])
-        .await
+        ];
+        bound(self.token_request(form, self.dpop(dpop)).await, dpop)
     }
 
-    /// Redeems a refresh token (RFC 6749 §6). No `scope` is sent, so the provider keeps the
-    /// granted one (some drop `offline_access` and would refuse it).
+    /// Redeems a refresh token (RFC 6749 §6), proving possession of the session's `dpop` key
+    /// when it has one. No `scope` is sent, so the provider keeps the granted one (some drop
+    /// `offline_access` and would refuse it).
     ///
     /// # Errors
     /// Refused by the provider (the session is over), or the provider unavailable.
-    pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenResponse, TokenError> {
-        self.token_request(vec![
+    pub async fn refresh(
+        &self,
+        refresh_token: &RefreshToken,
+        dpop: Option<&dpop::DpopKey>,
+    ) -> Result<TokenResponse, TokenError> {
+        let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
-        ])
-        .await
+        ];
+        bound(self.token_request(form, self.dpop(dpop)).await, dpop)
     }
 
     /// Asks for Sallyport's own token for `spec`'s target (RFC 6749 §4.4, client
@@ -667,12 +686,20 @@ impl Provider {
     async fn token_request(
         &self,
         form: Vec<(&'static str, &str)>,
+        dpop: Option<token::Dpop<'_>>,
     ) -> Result<TokenResponse, TokenError> {
         let metadata = self
             .metadata()
             .await
             .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
-        token::request(&self.http, &metadata.token_endpoint, &self.config, form).await
+        token::request(
+            &self.http,
+            &metadata.token_endpoint,
+            &self.config,
+            form,
+            dpop,
+        )
+        .await
     }
 
     /// POSTs a grant for `spec`'s target (`scope`, `resource`, `audience`) to the token
@@ -685,7 +712,7 @@ impl Provider {
         let scope = spec.scopes.join(" ");
         let mut form = form;
         token::target_params(spec, &scope, &mut form);
-        self.token_request(form).await
+        self.token_request(form, None).await
     }
 
     /// Pushes an authorization request (RFC 9126 §2), authenticating as configured; the
@@ -703,8 +730,15 @@ impl Provider {
         struct Pushed {
             request_uri: String,
         }
-        let pushed: Pushed =
-            token::post(&self.http, endpoint, &self.config, token_endpoint, params).await?;
+        let pushed: Pushed = token::post(
+            &self.http,
+            endpoint,
+            &self.config,
+            token_endpoint,
+            params,
+            None,
+        )
+        .await?;
         Ok(pushed.request_uri)
     }
 
@@ -745,6 +779,7 @@ impl Provider {
             &self.config,
             &metadata.token_endpoint,
             form,
+            None,
         )
         .await
         .map_err(Err)?;
@@ -762,7 +797,8 @@ impl Provider {
         Ok(claims)
     }
 
-    /// Calls userinfo (OIDC Core §5.3) with the access token.
+    /// Calls userinfo (OIDC Core §5.3) with the access token; a DPoP-bound one goes with a
+    /// proof of `dpop` (once more with the nonce the provider asks for).
     ///
     /// # Errors
     /// The provider unavailable, or an answer that is not a JSON object.
@@ -770,16 +806,39 @@ impl Provider {
         &self,
         endpoint: &Url,
         access_token: &AccessToken,
+        dpop: Option<&dpop::DpopKey>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
-        let resp = self
-            .http
-            .get(endpoint.as_str())
-            .bearer_auth(access_token.expose())
-            .header(http::header::ACCEPT, "application/json")
-            .timeout(PROVIDER_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e.without_url()))?;
+        let dpop = self.dpop(dpop);
+        let mut retried = false;
+        let resp = loop {
+            let mut req = self
+                .http
+                .get(endpoint.as_str())
+                .header(http::header::ACCEPT, "application/json")
+                .timeout(PROVIDER_TIMEOUT);
+            req = match dpop {
+                Some(d) => req
+                    .header(
+                        http::header::AUTHORIZATION,
+                        format!("DPoP {}", access_token.expose()),
+                    )
+                    .header(
+                        "dpop",
+                        d.proof("GET", endpoint, Some(access_token.expose())),
+                    ),
+                None => req.bearer_auth(access_token.expose()),
+            };
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.unavailable(e.without_url()))?;
+            let nonce_is_new = dpop.is_some_and(|d| d.learn_nonce(resp.headers()));
+            if resp.status() == http::StatusCode::UNAUTHORIZED && nonce_is_new && !retried {
+                retried = true;
+                continue;
+            }
+            break resp;
+        };
         if !resp.status().is_success() {
             return Err(self.unavailable(format!("userinfo answered {}", resp.status())));
         }
@@ -787,6 +846,23 @@ impl Provider {
             .await
             .map_err(|e| self.unavailable(e))?;
         serde_json::from_slice(&body).map_err(|e| self.unavailable(e))
+    }
+}
+
+/// A token response for a request that proved possession of `dpop`: the provider must have
+/// bound the tokens (`token_type: DPoP`), or they would travel as plain bearer tokens
+/// although the operator asked for sender-constrained ones.
+fn bound(
+    answer: Result<TokenResponse, TokenError>,
+    dpop: Option<&dpop::DpopKey>,
+) -> Result<TokenResponse, TokenError> {
+    match answer {
+        Ok(t) if dpop.is_some() && !t.token_type.eq_ignore_ascii_case("dpop") => {
+            Err(TokenError::Refused {
+                error: "unbound_token".into(),
+            })
+        }
+        other => other,
     }
 }
 

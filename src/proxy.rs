@@ -41,6 +41,8 @@ pub struct Upstream {
     /// `Host` for its requests: its authority, built once (the client would format it anew
     /// for every request that comes without one).
     host: HeaderValue,
+    /// Whether it gets DPoP-bound tokens with a proof (`services.<name>.dpop`).
+    pub dpop: bool,
 }
 
 /// The forwarding half of the gateway.
@@ -107,6 +109,7 @@ impl Proxy {
                 headers: s.headers.clone(),
                 timeout: s.timeout,
                 host: authority(&s.url),
+                dpop: s.dpop,
             })
             .collect();
         let mut strip: Vec<HeaderName> = Vec::new();
@@ -176,6 +179,7 @@ impl Proxy {
         Injected {
             upstream_host: &self.upstreams[upstream].host,
             bearer: None,
+            dpop: None,
             identity: None,
             strip: &self.strip,
             correlation_id,
@@ -219,6 +223,23 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::to_upstream(&mut parts.headers, &self.our_cookies(), upgrade, add);
+        if let (Some(key), Some(token)) = (add.dpop, add.bearer) {
+            // RFC 9449 §7.1: the proof names this request (method, URL without the query)
+            // and the token (`ath`).
+            let proof = key.proof(
+                parts.method.as_str(),
+                &target[..up.base.len() + path.len()],
+                Some(token),
+                None,
+                crate::oidc::dpop::now(),
+            );
+            match HeaderValue::try_from(proof) {
+                Ok(v) => {
+                    parts.headers.insert("dpop", v);
+                }
+                Err(_) => tracing::warn!("a DPoP proof is not valid header text; not sent"),
+            }
+        }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);

@@ -146,6 +146,10 @@ pub struct SessionRecord {
     pub expires_at: u64,
     /// The CSRF token the SPA echoes in a header on unsafe requests.
     pub csrf_token: String,
+    /// The key the session's tokens are bound to (DPoP, RFC 9449), when its provider binds
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<crate::oidc::dpop::DpopKey>,
 }
 
 /// A token obtained for one service (a token exchange), kept in the sealed session.

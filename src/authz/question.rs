@@ -393,6 +393,7 @@ mod tests {
             last_seen: 0,
             expires_at: 0,
             csrf_token: "csrf".into(),
+            dpop_key: None,
         };
         let alice = record(serde_json::json!({"roles": ["admin"]}));
         let ask = |r: &SessionRecord, action: &'static str, id: &'static str, ip: &str, now| {

@@ -121,6 +121,8 @@ pub(crate) struct RawProvider {
     pub(crate) client_auth: Option<String>,
     /// `issuer` (default) | `token_endpoint`: a client assertion's `aud`.
     pub(crate) assertion_audience: Option<String>,
+    /// Bind the session's tokens to a per-session key (RFC 9449 DPoP).
+    pub(crate) dpop: Option<bool>,
     /// Dynamic Client Registration at startup (RFC 7591), instead of `client_id`.
     pub(crate) registration: Option<RawRegistration>,
     /// `auto` (default) | `required` | `off`: pushed authorization requests (RFC 9126). A
@@ -244,6 +246,8 @@ pub(crate) struct RawService {
     pub(crate) provider: Option<serde_json::Value>,
     /// See `audience`.
     pub(crate) resource: Option<serde_json::Value>,
+    /// Send the user's DPoP-bound token with a proof (RFC 9449).
+    pub(crate) dpop: Option<bool>,
 }
 
 /// `services.<name>.token`: a shorthand kind, or the map of a brokered token.

@@ -108,6 +108,8 @@ pub enum Identity {
 pub struct Forwarded<'a> {
     /// `Authorization: Bearer …`, when the route's service gets a token.
     pub bearer: Option<&'a str>,
+    /// The DPoP key the token is bound to, when the service gets it with a proof.
+    pub dpop: Option<&'a crate::oidc::dpop::DpopKey>,
     /// The identity headers the route's service gets, when the request is someone's.
     pub identity: Option<IdentityHeaders<'a>>,
 }
@@ -125,6 +127,7 @@ impl Pass<'_> {
         match &self.identity {
             Identity::Anonymous => Forwarded {
                 bearer: self.shared_token(kind),
+                dpop: None,
                 identity: None,
             },
             Identity::Bearer { token, sub, issuer } => Forwarded {
@@ -132,6 +135,7 @@ impl Pass<'_> {
                     TokenKind::User | TokenKind::IdToken => Some(token),
                     _ => self.shared_token(kind),
                 },
+                dpop: None,
                 identity: sub.as_deref().map(|sub| IdentityHeaders {
                     headers,
                     claims: Claims {
@@ -145,6 +149,13 @@ impl Pass<'_> {
                 bearer: match kind {
                     TokenKind::ClientCredentials => self.shared_token(kind),
                     _ => service.and_then(|i| app.broker.session_token(&s.record, i)),
+                },
+                // The user's token, bound to the session's key, to a service that checks it.
+                dpop: match service {
+                    Some(i) if kind == TokenKind::User && app.proxy.upstream(i).dpop => {
+                        s.record.dpop_key.as_ref()
+                    }
+                    _ => None,
                 },
                 identity: Some(IdentityHeaders {
                     headers,

@@ -64,6 +64,7 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         .proxy
         .injected(route.route.service, correlation_id.header(), pass.client);
     add.bearer = forwarded.bearer;
+    add.dpop = forwarded.dpop;
     add.identity = forwarded.identity;
     // A stream opened under this session (WebSocket, streamed response) ends with it.
     let guard = pass.session_guard(app);

@@ -412,8 +412,10 @@ pub async fn callback(
             "this login expired or was already used; start again",
         )));
     }
+    // RFC 9449: a key of this session's own, to which the provider binds its tokens.
+    let dpop_key = cfg.dpop.then(crate::oidc::dpop::DpopKey::generate);
     let tokens = provider
-        .exchange_code(code, &login.code_verifier)
+        .exchange_code(code, &login.code_verifier, dpop_key.as_ref())
         .await
         .map_err(|e| {
             with_cleared(match e {
@@ -502,7 +504,10 @@ pub async fn callback(
         }
     }
     if let (true, Some(endpoint)) = (cfg.userinfo, &metadata.userinfo_endpoint) {
-        match provider.userinfo(endpoint, &tokens.access_token).await {
+        match provider
+            .userinfo(endpoint, &tokens.access_token, dpop_key.as_ref())
+            .await
+        {
             // OIDC Core §5.3.4: the userinfo `sub` must match the ID token's.
             Ok(info) if info.get("sub").and_then(|s| s.as_str()) != Some(&claims.sub) => {
                 return Err(with_cleared(ApiError::new(ErrorCode::UserinfoMismatch)));
@@ -547,6 +552,7 @@ pub async fn callback(
         last_seen: created_at,
         expires_at,
         csrf_token: crate::random::token(),
+        dpop_key,
     };
     let id = app.sessions.create(&record).await?;
     app.broker.watch(id.store_key(), &record, now);

@@ -56,6 +56,9 @@ pub struct ClientMetadata {
     /// With `par: required`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub require_pushed_authorization_requests: bool,
+    /// With `dpop: true` (RFC 9449 §5.2): the provider refuses token requests without a proof.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl ClientMetadata {
@@ -102,6 +105,7 @@ impl ClientMetadata {
             application_type: "web",
             client_name: "Sallyport",
             require_pushed_authorization_requests: provider.par == crate::config::Par::Required,
+            dpop_bound_access_tokens: provider.dpop,
         }
     }
 

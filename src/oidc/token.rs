@@ -121,14 +121,66 @@ struct OAuthError {
     error: String,
 }
 
-/// POSTs a grant to `endpoint`, authenticating as configured.
+/// A DPoP key to prove possession of at the provider, with the provider's latest nonce.
+#[derive(Clone, Copy)]
+pub(crate) struct Dpop<'a> {
+    /// The session's key.
+    pub key: &'a super::dpop::DpopKey,
+    /// The nonce the provider last sent (`DPoP-Nonce`), shared by its endpoints.
+    pub nonce: &'a std::sync::Mutex<Option<String>>,
+}
+
+impl Dpop<'_> {
+    /// A proof for `htm` `url`, with the current nonce.
+    pub(crate) fn proof(&self, htm: &str, url: &url::Url, access_token: Option<&str>) -> String {
+        let nonce = self.nonce();
+        self.key.proof(
+            htm,
+            &super::dpop::htu(url),
+            access_token,
+            nonce.as_deref(),
+            super::dpop::now(),
+        )
+    }
+
+    fn nonce(&self) -> Option<String> {
+        self.nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps the nonce an answer carries; `true` when it is new.
+    pub(crate) fn learn_nonce(&self, headers: &http::HeaderMap) -> bool {
+        let Some(nonce) = headers
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .filter(|n| !n.is_empty() && n.len() <= 512)
+        else {
+            return false;
+        };
+        let mut current = self
+            .nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_deref() == Some(nonce) {
+            return false;
+        }
+        *current = Some(nonce.to_owned());
+        true
+    }
+}
+
+/// POSTs a grant to `endpoint`, authenticating as configured (and proving possession of
+/// `dpop`'s key, when given).
 pub(crate) async fn request(
     http: &reqwest::Client,
     endpoint: &url::Url,
     provider: &ProviderConfig,
     form: Vec<(&'static str, &str)>,
+    dpop: Option<Dpop<'_>>,
 ) -> Result<TokenResponse, TokenError> {
-    post(http, endpoint, provider, endpoint, form).await
+    post(http, endpoint, provider, endpoint, form, dpop).await
 }
 
 /// Adds `client_id` to a form that does not carry it yet (a pushed authorization request
@@ -140,14 +192,55 @@ fn push_client_id<'a>(form: &mut Vec<(&'a str, &'a str)>, client_id: &'a str) {
 }
 
 /// POSTs a form to one of the provider's endpoints that authenticate the client (token,
-/// introspection), and reads its JSON answer.
+/// introspection, PAR), and reads its JSON answer. With `dpop`, the request carries a proof;
+/// a provider that answers `use_dpop_nonce` (RFC 9449 §8) gets the request once more with the
+/// nonce it sent.
 pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     endpoint: &url::Url,
     provider: &'a ProviderConfig,
     token_endpoint: &url::Url,
-    mut form: Vec<(&'a str, &'a str)>,
+    form: Vec<(&'a str, &'a str)>,
+    dpop: Option<Dpop<'_>>,
 ) -> Result<T, TokenError> {
+    let mut retried = false;
+    loop {
+        let (status, headers, body) =
+            send(http, endpoint, provider, token_endpoint, form.clone(), dpop).await?;
+        let nonce_is_new = dpop.is_some_and(|d| d.learn_nonce(&headers));
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| TokenError::Unavailable(Box::new(e)));
+        }
+        if status.is_client_error()
+            && let Ok(err) = serde_json::from_slice::<OAuthError>(&body)
+        {
+            if err.error == "use_dpop_nonce" && nonce_is_new && !retried {
+                retried = true;
+                continue;
+            }
+            let error = if err.error.len() <= 64 && err.error.bytes().all(|b| b.is_ascii_graphic())
+            {
+                err.error
+            } else {
+                "invalid_response".to_owned()
+            };
+            return Err(TokenError::Refused { error });
+        }
+        return Err(TokenError::Unavailable(
+            format!("token endpoint answered {status}").into(),
+        ));
+    }
+}
+
+/// One authenticated POST: a fresh client assertion (its `jti` is single-use) and DPoP proof.
+async fn send<'a>(
+    http: &reqwest::Client,
+    endpoint: &url::Url,
+    provider: &'a ProviderConfig,
+    token_endpoint: &url::Url,
+    mut form: Vec<(&'a str, &'a str)>,
+    dpop: Option<Dpop<'_>>,
+) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), TokenError> {
     let assertion;
     let mut req = http
         .post(endpoint.as_str())
@@ -186,6 +279,9 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
             form.push(("client_assertion", &assertion));
         }
     }
+    if let Some(dpop) = dpop {
+        req = req.header("dpop", dpop.proof("POST", endpoint, None));
+    }
     let resp = req
         .form(&form)
         .timeout(super::PROVIDER_TIMEOUT)
@@ -193,25 +289,11 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
         .await
         .map_err(|e| TokenError::Unavailable(Box::new(e.without_url())))?;
     let status = resp.status();
+    let headers = resp.headers().clone();
     let body = super::read_limited(resp, MAX_TOKEN_RESPONSE)
         .await
         .map_err(TokenError::Unavailable)?;
-    if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| TokenError::Unavailable(Box::new(e)));
-    }
-    if status.is_client_error()
-        && let Ok(err) = serde_json::from_slice::<OAuthError>(&body)
-    {
-        let error = if err.error.len() <= 64 && err.error.bytes().all(|b| b.is_ascii_graphic()) {
-            err.error
-        } else {
-            "invalid_response".to_owned()
-        };
-        return Err(TokenError::Refused { error });
-    }
-    Err(TokenError::Unavailable(
-        format!("token endpoint answered {status}").into(),
-    ))
+    Ok((status, headers, body))
 }
 
 #[cfg(test)]

@@ -117,6 +117,9 @@ fn header_text(text: &str) -> Option<HeaderValue> {
 pub struct Injected<'a> {
     /// `Authorization: Bearer …` value, when the service gets a token.
     pub bearer: Option<&'a str>,
+    /// The key that token is bound to, when the service gets it with a DPoP proof: then it
+    /// goes as `Authorization: DPoP …`, and the proxy adds the proof.
+    pub dpop: Option<&'a crate::oidc::dpop::DpopKey>,
     /// The identity headers, when the request is someone's.
     pub identity: Option<IdentityHeaders<'a>>,
     /// Identity header names configured for any service: a client's copies are removed.
@@ -153,6 +156,8 @@ fn is_spoofable(name: &str) -> bool {
         || name.starts_with("x-forwarded-")
         || name.starts_with("x-original-")
         || name == "x-rewrite-url"
+        // A proof of possession is Sallyport's to make, for the token it sends.
+        || name == "dpop"
         || CLIENT_ADDRESS.contains(&name)
 }
 
@@ -245,7 +250,11 @@ pub fn to_upstream(
     headers.insert(header::HOST, add.upstream_host.clone());
     if let Some(bearer) = add.bearer {
         let mut value = String::with_capacity(7 + bearer.len());
-        value.push_str("Bearer ");
+        value.push_str(if add.dpop.is_some() {
+            "DPoP "
+        } else {
+            "Bearer "
+        });
         value.push_str(bearer);
         match owned_value(value) {
             Some(mut v) => {
@@ -345,6 +354,7 @@ mod tests {
     fn injected(host: &HeaderValue) -> Injected<'_> {
         Injected {
             bearer: Some("tok"),
+            dpop: None,
             identity: Some(IdentityHeaders {
                 headers: defaults(),
                 claims: Claims {

@@ -404,6 +404,7 @@ mod tests {
             last_seen: now,
             expires_at,
             csrf_token: "csrf".into(),
+            dpop_key: None,
         }
     }
 

@@ -103,7 +103,7 @@ impl Broker {
             .filter(|t| t.spec == plan.digest)
             .and_then(|t| t.refresh_token.clone());
         let refreshed = match own_refresh {
-            Some(refresh_token) => match target.refresh(&refresh_token).await {
+            Some(refresh_token) => match target.refresh(&refresh_token, None).await {
                 Ok(resp) => Some(resp),
                 Err(e) => {
                     tracing::debug!(service = %plan.name, error = %e, "refreshing an exchanged token failed; exchanging again");

@@ -84,7 +84,10 @@ impl Broker {
             sessions.delete(&key).await?;
             return Err(TokenFailure::SessionEnded);
         };
-        match provider.refresh(&refresh_token).await {
+        match provider
+            .refresh(&refresh_token, record.dpop_key.as_ref())
+            .await
+        {
             Ok(resp) => {
                 let access_expires_at = resp.access_expires_at(now, self.default_lifetime);
                 let id = match resp.id_token {

@@ -47,6 +47,28 @@ impl Stack {
         Browser::new(&self.gateway.url)
     }
 
+    /// The browser's session record, read from the gateway's store.
+    pub async fn record_of(
+        &self,
+        b: &Browser,
+    ) -> std::sync::Arc<sallyport::session::SessionRecord> {
+        let cookie = b.cookie("sallyport").expect("a session cookie");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("cookie", format!("sallyport={cookie}").parse().unwrap());
+        match self
+            .gateway
+            .gateway
+            .state()
+            .sessions
+            .lookup(&headers)
+            .await
+            .unwrap()
+        {
+            Lookup::Found(s) => s.record,
+            other => panic!("no session: {other:?}"),
+        }
+    }
+
     /// The tokens of the browser's session, read from the gateway's store.
     pub async fn tokens_of(&self, b: &Browser) -> (String, String, Option<String>) {
         let cookie = b.cookie("sallyport").expect("a session cookie");

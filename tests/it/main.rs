@@ -11,6 +11,7 @@ mod backchannel;
 mod bearer;
 mod broker;
 mod cli;
+mod dpop;
 mod forward;
 mod fuzz_corpus;
 mod id_tokens;

@@ -22,6 +22,12 @@
 //                             management (RFC 7592) with rotating registration access tokens;
 //                             GET /__test/clients lists the registered clients' metadata
 //   registration_delay_ms: n  registrations answer n ms late (a window for racing instances)
+//   dpop_nonce: true          DPoP (RFC 9449, on by default) also requires server nonces
+//   dpop: false               no DPoP: proofs are ignored and tokens are plain bearer tokens
+// A DPoP resource server for tests at /__test/dpop-api/*: it accepts only `Authorization: DPoP`
+// with a proof that verifies (jose) for this request (htm, htu, ath, fresh iat, unused jti) by
+// the key the access token is bound to (the token's jkt, from this provider's store), and
+// answers {"sub", "jkt", "htu"}; anything else is 401 {"error", "reason"}.
 // The token broker's counterparts (all optional PROVIDER_CONFIG keys):
 //   resources: { "<resource URL>": { "scope": "a b", "format": "jwt" | "opaque" } }
 //     client credentials with RFC 8707 resource indicators (`resource`, or `audience` as an
@@ -41,6 +47,7 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 
+import { EmbeddedJWK, base64url, calculateJwkThumbprint, jwtVerify } from 'jose';
 import Provider, { errors, interactionPolicy } from 'oidc-provider';
 
 const log = (...args) => console.error('[provider]', ...args);
@@ -247,6 +254,41 @@ const registered = new Set();
 const faults = { discovery_delay_ms: 0, token_delay_ms: 0, token_status: 0, token_error: '' };
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
+// ---------------------------------------------------------------------------
+// The DPoP resource server
+// ---------------------------------------------------------------------------
+
+const seenProofs = new Set();
+
+async function dpopApi(req, res, url) {
+  const refuse = (reason) => sendJson(res, 401, { error: 'invalid_dpop', reason });
+  const [scheme, token] = (req.headers.authorization ?? '').split(' ');
+  if (scheme !== 'DPoP' || !token) return refuse(`Authorization scheme ${scheme}`);
+  const proof = req.headers.dpop;
+  if (typeof proof !== 'string') return refuse('no DPoP proof');
+  let verified;
+  try {
+    verified = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: ['ES256', 'EdDSA', 'PS256'] });
+  } catch (err) {
+    return refuse(`proof signature: ${err.message}`);
+  }
+  const { payload, protectedHeader } = verified;
+  const htu = `${issuer}${url.pathname}`;
+  if (payload.htm !== req.method) return refuse(`htm ${payload.htm}`);
+  if (payload.htu !== htu) return refuse(`htu ${payload.htu}, expected ${htu}`);
+  const ath = base64url.encode(crypto.createHash('sha256').update(token).digest());
+  if (payload.ath !== ath) return refuse('ath does not match the token');
+  if (Math.abs(Date.now() / 1000 - payload.iat) > 60) return refuse('iat not fresh');
+  if (typeof payload.jti !== 'string' || seenProofs.has(payload.jti)) return refuse('jti missing or reused');
+  seenProofs.add(payload.jti);
+  const stored = await provider.AccessToken.find(token);
+  if (!stored) return refuse('unknown or expired access token');
+  const jkt = await calculateJwkThumbprint(protectedHeader.jwk);
+  if (!stored.jkt) return refuse('the access token is not DPoP-bound');
+  if (stored.jkt !== jkt) return refuse('the proof key is not the key the token is bound to');
+  return sendJson(res, 200, { sub: stored.accountId, jkt, htu });
+}
+
 async function faulted(req, res, url) {
   if (url.pathname === '/reg' && req.method === 'POST' && config.registration_delay_ms > 0) {
     await sleep(config.registration_delay_ms);
@@ -379,6 +421,9 @@ const provider = new Provider(issuer, {
       issueRegistrationAccessToken: true,
     },
     registrationManagement: { enabled: registration !== null, rotateRegistrationAccessToken: true },
+    dPoP: config.dpop_nonce === true
+      ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
+      : { enabled: config.dpop !== false },
     pushedAuthorizationRequests: {
       enabled: par !== 'off',
       requirePushedAuthorizationRequests: par === 'required',
@@ -662,6 +707,9 @@ server.on('request', async (req, res) => {
   try {
     if (url.pathname === '/__test/stats' && req.method === 'GET') {
       return sendJson(res, 200, stats);
+    }
+    if (url.pathname.startsWith('/__test/dpop-api/')) {
+      return await dpopApi(req, res, url);
     }
     if (url.pathname === '/__test/clients' && req.method === 'GET') {
       const found = await Promise.all([...registered].map((id) => provider.Client.find(id)));

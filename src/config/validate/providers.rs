@@ -250,6 +250,7 @@ impl Validator {
                     signing_keys: std::sync::Arc::clone(signing_keys),
                     client_auth,
                     par,
+                    dpop: p.dpop.unwrap_or(false),
                     scopes,
                     login_params: p.login_params,
                     userinfo: p.userinfo.unwrap_or(true),

@@ -111,12 +111,34 @@ impl Validator {
                     TokenSpec::of(TokenKind::None),
                 ),
             };
+            let dpop = s.dpop.unwrap_or(false);
+            if dpop {
+                if token.kind != TokenKind::User {
+                    self.err(
+                        &key("dpop"),
+                        "DPoP proofs go with the user's own token (token: user), which the provider binds to the session's key; remove dpop or set token: user",
+                    );
+                } else if providers.is_some_and(|ps| !ps.iter().any(|p| p.dpop)) {
+                    self.err(
+                        &key("dpop"),
+                        "no provider binds tokens to a key: set dpop: true on the provider (providers.<name>.dpop) too",
+                    );
+                }
+            } else if token.kind == TokenKind::User
+                && providers.is_some_and(|ps| ps.iter().any(|p| p.dpop))
+            {
+                self.warn(
+                    &key("dpop"),
+                    "this service gets DPoP-bound user tokens as plain bearer tokens, which a resource server that checks the binding refuses; set dpop: true if it does",
+                );
+            }
             out.push(ServiceConfig {
                 name,
                 url,
                 token,
                 headers,
                 timeout,
+                dpop,
             });
         }
         out

@@ -1243,3 +1243,52 @@ fn a_registering_provider_needs_no_client_id_a_key_and_a_durable_store() {
     ));
     assert!(e.iter().any(|m| m.contains("NOPE is not set")), "{e:?}");
 }
+
+#[test]
+fn dpop_services_need_the_users_token_from_a_binding_provider() {
+    let with = |provider: &str, service: &str| {
+        base()
+            .replace(
+                "    client_secret: ${CLIENT_SECRET}\n",
+                &format!("    client_secret: ${{CLIENT_SECRET}}\n{provider}"),
+            )
+            .replace(
+                "    url: http://127.0.0.1:7000\n",
+                &format!("    url: http://127.0.0.1:7000\n{service}"),
+            )
+    };
+    let c = Config::parse(
+        &with("    dpop: true\n", "    dpop: true\n"),
+        Path::new("."),
+        &env(),
+    )
+    .unwrap();
+    assert!(c.default_provider().dpop && c.services[0].dpop);
+    let c = Config::parse(&with("    dpop: true\n", ""), Path::new("."), &env()).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.to_string().starts_with(
+            "services.orders.dpop: this service gets DPoP-bound user tokens as plain bearer tokens"
+        )),
+        "{:?}",
+        c.warnings
+    );
+    let e = errors(&with("", "    dpop: true\n"));
+    assert!(
+        has(
+            &e,
+            "services.orders.dpop: no provider binds tokens to a key"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&with(
+        "    dpop: true\n",
+        "    dpop: true\n    token: id_token\n",
+    ));
+    assert!(
+        has(
+            &e,
+            "services.orders.dpop: DPoP proofs go with the user's own token"
+        ),
+        "{e:?}"
+    );
+}
