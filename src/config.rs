@@ -151,6 +151,17 @@ pub enum ClientAuth {
     },
 }
 
+/// `providers.<name>.profile`: a preset of settings a security profile asks of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// No preset.
+    #[default]
+    None,
+    /// FAPI 2.0 Security Profile: PAR required, `private_key_jwt` with the issuer as audience,
+    /// DPoP, PS256/ES256/EdDSA only, and the `iss` authorization response parameter required.
+    Fapi2,
+}
+
 /// Whether logins push their authorization request first (RFC 9126, `providers.<name>.par`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Par {
@@ -249,6 +260,8 @@ pub struct ProviderConfig {
     pub par: Par,
     /// Bind the session's tokens to a per-session DPoP key (RFC 9449).
     pub dpop: bool,
+    /// The security profile the provider's settings follow.
+    pub profile: Profile,
     /// Scopes requested at login.
     pub scopes: Vec<String>,
     /// Query parameters `/auth/login` passes on.

@@ -191,6 +191,8 @@ pub enum NewKey {
     Es256,
     /// Ed25519.
     EdDsa,
+    /// RSA of 3072 bits, signing with PS256 (for providers without EC or EdDSA support).
+    Ps256,
 }
 
 /// A new private key, as PKCS#8 PEM.
@@ -205,6 +207,14 @@ pub fn generate(alg: NewKey) -> Result<String, aws_lc_rs::error::Unspecified> {
             .as_ref()
             .to_vec(),
         NewKey::EdDsa => Ed25519KeyPair::generate()?.to_pkcs8v1()?.as_ref().to_vec(),
+        // 3072 bits: NIST SP 800-57's size for use beyond 2030.
+        NewKey::Ps256 => {
+            use aws_lc_rs::encoding::AsDer as _;
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa3072)?
+                .as_der()?
+                .as_ref()
+                .to_vec()
+        }
     };
     Ok(pem("PRIVATE KEY", &der))
 }
@@ -231,6 +241,7 @@ mod tests {
         for (alg, kty, jws_alg) in [
             (NewKey::Es256, "EC", Algorithm::ES256),
             (NewKey::EdDsa, "OKP", Algorithm::EdDSA),
+            (NewKey::Ps256, "RSA", Algorithm::PS256),
         ] {
             let pem = generate(alg).unwrap();
             let key = SigningKey::from_pem("k1", pem.as_bytes()).unwrap();

@@ -47,7 +47,7 @@ enum Command {
 enum KeysAction {
     /// Write a new private key (PKCS#8 PEM, mode 0600); it never overwrites a file.
     Generate {
-        /// ES256 (EC P-256, the default) or EdDSA (Ed25519).
+        /// ES256 (EC P-256, the default), EdDSA (Ed25519) or PS256 (RSA, 3072 bits).
         #[arg(long, value_enum, default_value_t = KeyAlg::Es256)]
         alg: KeyAlg,
         /// The file to create.
@@ -62,6 +62,8 @@ enum KeyAlg {
     Es256,
     #[value(name = "EdDSA")]
     EdDsa,
+    #[value(name = "PS256")]
+    Ps256,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +90,7 @@ fn keys(action: KeysAction) -> ExitCode {
     let pem = match sallyport::keys::generate(match alg {
         KeyAlg::Es256 => sallyport::keys::NewKey::Es256,
         KeyAlg::EdDsa => sallyport::keys::NewKey::EdDsa,
+        KeyAlg::Ps256 => sallyport::keys::NewKey::Ps256,
     }) {
         Ok(pem) => zeroize::Zeroizing::new(pem),
         Err(_) => {

@@ -88,6 +88,9 @@ pub struct Metadata {
     /// RFC 9126: where authorization requests can be pushed, if offered.
     #[serde(default)]
     pub pushed_authorization_request_endpoint: Option<Url>,
+    /// The algorithms the provider can sign ID tokens with.
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
     /// RFC 7591: where clients register, if the provider lets them.
     #[serde(default)]
     pub registration_endpoint: Option<Url>,

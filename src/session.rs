@@ -194,6 +194,11 @@ pub struct LoginRecord {
     /// not be older than the login.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh: bool,
+    /// The DPoP key the authorization code is bound to (`dpop_jkt`, RFC 9449 §10), which the
+    /// session keeps: its provider binds tokens. Sealed like the rest; the cookie is
+    /// `HttpOnly` and useless without the session keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<crate::oidc::dpop::DpopKey>,
 }
 
 /// Why a store call failed. A store that fails makes requests fail closed (`503`).

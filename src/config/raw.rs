@@ -123,6 +123,8 @@ pub(crate) struct RawProvider {
     pub(crate) assertion_audience: Option<String>,
     /// Bind the session's tokens to a per-session key (RFC 9449 DPoP).
     pub(crate) dpop: Option<bool>,
+    /// A preset: `fapi2` (FAPI 2.0 Security Profile).
+    pub(crate) profile: Option<String>,
     /// Dynamic Client Registration at startup (RFC 7591), instead of `client_id`.
     pub(crate) registration: Option<RawRegistration>,
     /// `auto` (default) | `required` | `off`: pushed authorization requests (RFC 9126). A

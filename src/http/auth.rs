@@ -179,6 +179,12 @@ pub async fn login(
         extra.push(("max_age".to_owned(), "0".to_owned()));
     }
 
+    // RFC 9449 §10: the code is bound to the key the session will hold, so only a token
+    // request proving possession of it can redeem the code.
+    let dpop_key = cfg.dpop.then(crate::oidc::dpop::DpopKey::generate);
+    if let Some(key) = &dpop_key {
+        extra.push(("dpop_jkt".to_owned(), key.thumbprint()));
+    }
     let state = crate::random::token();
     let record = LoginRecord {
         state: state.clone(),
@@ -190,6 +196,7 @@ pub async fn login(
         acr_values,
         max_age,
         fresh,
+        dpop_key,
     };
     let cookie_cfg = app.sessions.cookie();
     let name = cookie::login_name(cookie_cfg, &state).expect("random tokens are long enough");
@@ -278,6 +285,16 @@ pub async fn login(
         h.append(header::SET_COOKIE, cookie::clear(cookie_cfg, old));
     }
     Ok(resp)
+}
+
+/// RFC 9207: whether an authorization response's `iss` names the provider the login went to.
+/// Without it, a mix-up attack could bring another provider's code; it may be absent only
+/// where the provider does not send it and no profile requires it.
+fn response_issuer_ok(iss: Option<&str>, issuer: &str, required: bool) -> bool {
+    match iss {
+        Some(iss) => iss == issuer,
+        None => !required,
+    }
 }
 
 /// Whether the ID token's `claims` show the authentication `login` asked for at `now`: an
@@ -381,11 +398,13 @@ pub async fn callback(
         .metadata()
         .await
         .map_err(|e| with_cleared(ApiError::provider_unavailable(e)))?;
-    let iss_ok = match params.get("iss") {
-        Some(iss) => *iss == cfg.issuer,
-        None => !metadata.authorization_response_iss_parameter_supported,
-    };
-    if !iss_ok {
+    let iss_required = metadata.authorization_response_iss_parameter_supported
+        || cfg.profile == crate::config::Profile::Fapi2;
+    if !response_issuer_ok(
+        params.get("iss").map(String::as_str),
+        &cfg.issuer,
+        iss_required,
+    ) {
         return Err(with_cleared(ApiError::new(ErrorCode::InvalidIssuer)));
     }
     let code = params.get("code").ok_or_else(|| {
@@ -412,8 +431,13 @@ pub async fn callback(
             "this login expired or was already used; start again",
         )));
     }
-    // RFC 9449: a key of this session's own, to which the provider binds its tokens.
-    let dpop_key = cfg.dpop.then(crate::oidc::dpop::DpopKey::generate);
+    // RFC 9449: the key the code is bound to (the login's), to which the provider binds the
+    // session's tokens. A login started before `dpop` was turned on gets one now.
+    let dpop_key = match (&login.dpop_key, cfg.dpop) {
+        (Some(key), true) => Some(key.clone()),
+        (None, true) => Some(crate::oidc::dpop::DpopKey::generate()),
+        (_, false) => None,
+    };
     let tokens = provider
         .exchange_code(code, &login.code_verifier, dpop_key.as_ref())
         .await
@@ -719,6 +743,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_response_issuer_must_match_and_may_be_missing_only_where_not_required() {
+        let issuer = "https://login.example.com";
+        assert!(response_issuer_ok(Some(issuer), issuer, true));
+        assert!(response_issuer_ok(Some(issuer), issuer, false));
+        assert!(!response_issuer_ok(
+            Some("https://evil.example"),
+            issuer,
+            false
+        ));
+        assert!(
+            !response_issuer_ok(None, issuer, true),
+            "fapi2 or advertised"
+        );
+        assert!(response_issuer_ok(None, issuer, false));
+    }
+
+    #[test]
     fn return_to_accepts_same_origin_paths_only() {
         let base = url::Url::parse("https://app.example.com").unwrap();
         assert_eq!(
@@ -758,6 +799,7 @@ mod tests {
             acr_values: acr.iter().map(|s| (*s).to_owned()).collect(),
             max_age,
             fresh,
+            dpop_key: None,
         };
         let claims = |v: serde_json::Value| v.as_object().unwrap().clone();
         let now = 1_010;

@@ -1,12 +1,13 @@
 //! DPoP (RFC 9449): tokens bound to a key, and the proofs that show possession of it.
 //!
-//! With `providers.<name>.dpop: true`, each login gets its own ES256 key, generated at the
-//! callback and kept in the sealed session record (so every instance can prove possession of
+//! With `providers.<name>.dpop: true`, each login gets its own ES256 key, generated when the
+//! login starts (its thumbprint binds the code: `dpop_jkt`; the key travels sealed in the login
+//! cookie) and kept in the sealed session record (so every instance can prove possession of
 //! it, and it ends with the session). The code exchange, every refresh and the userinfo call
 //! carry a proof signed with it, so the provider binds the session's tokens to it
 //! (`token_type: DPoP`, `cnf.jkt`); services marked `dpop: true` get `Authorization: DPoP …`
 //! with a proof for the exact request (`htm`, `htu`, `ath`). A stolen access token is useless
-//! without the key, which never leaves Sallyport.
+//! without the key, which leaves Sallyport only sealed (in the login cookie).
 //!
 //! Proofs are JWTs signed by `jsonwebtoken` (aws-lc-rs); the key comes from aws-lc-rs. The
 //! proof's claims and the nonce handshake are a few lines that no maintained crate offers as a

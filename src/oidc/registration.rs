@@ -56,6 +56,10 @@ pub struct ClientMetadata {
     /// With `par: required`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub require_pushed_authorization_requests: bool,
+    /// With `profile: fapi2`: an ID token algorithm the profile allows (the common default,
+    /// RS256, is not one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<&'static str>,
     /// With `dpop: true` (RFC 9449 §5.2): the provider refuses token requests without a proof.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dpop_bound_access_tokens: bool,
@@ -105,6 +109,8 @@ impl ClientMetadata {
             application_type: "web",
             client_name: "Sallyport",
             require_pushed_authorization_requests: provider.par == crate::config::Par::Required,
+            // Chosen from discovery's algorithms by `ensure`.
+            id_token_signed_response_alg: None,
             dpop_bound_access_tokens: provider.dpop,
         }
     }

@@ -11,7 +11,7 @@ use crate::login::Stack;
 
 /// The provider side of `private_key_jwt`: the `sallyport` client authenticates with ES256
 /// assertions, verified by the keys the provider fetches from Sallyport's JWKS.
-fn jwt_client(p: &mut ProviderOptions) {
+pub fn jwt_client(p: &mut ProviderOptions) {
     p.token_endpoint_auth_method = "private_key_jwt";
     p.client_metadata = json!({
         "jwks_uri": format!("http://localhost:{}/.well-known/jwks.json", p.gateway_port),

@@ -12,6 +12,7 @@ mod bearer;
 mod broker;
 mod cli;
 mod dpop;
+mod fapi2;
 mod forward;
 mod fuzz_corpus;
 mod id_tokens;

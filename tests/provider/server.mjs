@@ -620,6 +620,7 @@ provider.on('registration_update.success', (ctx, client) => {
 });
 provider.on('registration_create.error', (ctx, err) => { stats.registration_errors += 1; log('registration refused:', err.message); });
 provider.on('registration_update.error', (ctx, err) => { stats.registration_errors += 1; log('registration update refused:', err.message); });
+provider.on('pushed_authorization_request.error', (ctx, err) => log('pushed authorization request refused:', err.message, err.error_description ?? ''));
 provider.on('grant.success', (ctx) => count(stats.grants, ctx));
 provider.on('grant.error', (ctx) => count(stats.grant_errors, ctx));
 provider.on('server_error', (ctx, err) => log('server_error:', err));

@@ -12,6 +12,12 @@ const DEFAULT_INTROSPECTION_CACHE: Duration = Duration::from_secs(30);
 const DEFAULT_CLIENT_AUTH: &str = "client_secret_basic";
 
 const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+/// FAPI 2.0 Security Profile §5.4.1: the only signature algorithms it allows.
+const FAPI2_ALGS: [jsonwebtoken::Algorithm; 3] = [
+    jsonwebtoken::Algorithm::PS256,
+    jsonwebtoken::Algorithm::ES256,
+    jsonwebtoken::Algorithm::EdDSA,
+];
 const DEFAULT_ALGS: [jsonwebtoken::Algorithm; 9] = [
     jsonwebtoken::Algorithm::RS256,
     jsonwebtoken::Algorithm::RS384,
@@ -114,8 +120,54 @@ impl Validator {
                     None
                 }
             };
+            let profile = match p.profile.as_deref() {
+                None => Profile::None,
+                Some("fapi2") => Profile::Fapi2,
+                Some(_) => {
+                    self.err(
+                        &key("profile"),
+                        "expected fapi2 (FAPI 2.0 Security Profile), or no profile",
+                    );
+                    Profile::None
+                }
+            };
+            let fapi2 = profile == Profile::Fapi2;
+            // What the profile asks for, a setting that says otherwise is refused: the
+            // profile is a promise to the provider (and the auditor), not a default.
+            let mut contradicts = |field: &str, set: bool, asked: &str| {
+                if fapi2 && set {
+                    self.err(
+                        &key(field),
+                        format!("profile: fapi2 asks for {asked}; remove {field} (the profile sets it) or the profile"),
+                    );
+                }
+            };
+            contradicts(
+                "client_auth",
+                p.client_auth
+                    .as_deref()
+                    .is_some_and(|a| a != "private_key_jwt"),
+                "client_auth: private_key_jwt",
+            );
+            contradicts(
+                "assertion_audience",
+                p.assertion_audience
+                    .as_deref()
+                    .is_some_and(|a| a != "issuer"),
+                "the issuer as the client assertion's audience",
+            );
+            contradicts(
+                "par",
+                p.par.as_deref().is_some_and(|v| v != "required"),
+                "pushed authorization requests (par: required)",
+            );
+            contradicts(
+                "dpop",
+                p.dpop == Some(false),
+                "sender-constrained tokens (dpop: true)",
+            );
             // A registered client authenticates with Sallyport's keys: no secret to store.
-            let default_auth = if registration.is_some() {
+            let default_auth = if registration.is_some() || fapi2 {
                 "private_key_jwt"
             } else {
                 DEFAULT_CLIENT_AUTH
@@ -160,6 +212,7 @@ impl Validator {
                 );
             }
             let par = match p.par.as_deref() {
+                None if fapi2 => Par::Required,
                 None | Some("auto") => Par::Auto,
                 Some("required") => Par::Required,
                 Some("off" | "false") => Par::Off,
@@ -210,10 +263,15 @@ impl Validator {
             }
             let mut id_token_algs = Vec::new();
             match p.id_token_algs {
+                None if fapi2 => id_token_algs.extend(FAPI2_ALGS),
                 None => id_token_algs.extend(DEFAULT_ALGS),
                 Some(algs) => {
                     for (i, alg) in algs.iter().enumerate() {
                         match alg.parse::<jsonwebtoken::Algorithm>() {
+                            Ok(a) if fapi2 && !FAPI2_ALGS.contains(&a) => self.err(
+                                &format!("providers.{name}.id_token_algs[{i}]"),
+                                "profile: fapi2 allows only PS256, ES256 and EdDSA",
+                            ),
                             Ok(a) if DEFAULT_ALGS.contains(&a) => id_token_algs.push(a),
                             _ => self.err(
                                 &format!("providers.{name}.id_token_algs[{i}]"),
@@ -250,7 +308,8 @@ impl Validator {
                     signing_keys: std::sync::Arc::clone(signing_keys),
                     client_auth,
                     par,
-                    dpop: p.dpop.unwrap_or(false),
+                    dpop: p.dpop.unwrap_or(fapi2),
+                    profile,
                     scopes,
                     login_params: p.login_params,
                     userinfo: p.userinfo.unwrap_or(true),

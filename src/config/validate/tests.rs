@@ -1292,3 +1292,84 @@ fn dpop_services_need_the_users_token_from_a_binding_provider() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_fapi2_profile_sets_what_it_asks_for_and_refuses_what_contradicts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("k.pem"),
+        crate::keys::generate(crate::keys::NewKey::Es256).unwrap(),
+    )
+    .unwrap();
+    let yaml = |provider: &str| {
+        base()
+            .replace(
+                "    client_secret: ${CLIENT_SECRET}\n",
+                &format!("    profile: fapi2\n{provider}"),
+            )
+            .replace(
+                "session:\n",
+                "signing_keys:\n  - { file: k.pem, kid: k1 }\nsession:\n",
+            )
+    };
+    let c = Config::parse(&yaml(""), dir.path(), &env()).unwrap();
+    let p = c.default_provider();
+    assert_eq!(p.profile, Profile::Fapi2);
+    assert!(matches!(
+        p.client_auth,
+        ClientAuth::PrivateKeyJwt {
+            audience: AssertionAudience::Issuer
+        }
+    ));
+    assert_eq!(p.par, Par::Required);
+    assert!(p.dpop);
+    assert_eq!(
+        p.id_token_algs,
+        [
+            jsonwebtoken::Algorithm::PS256,
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::Algorithm::EdDSA
+        ]
+    );
+    // Saying the same again is fine.
+    Config::parse(
+        &yaml("    par: required\n    dpop: true\n    client_auth: private_key_jwt\n"),
+        dir.path(),
+        &env(),
+    )
+    .unwrap();
+    let refused = |provider: &str| match Config::parse(&yaml(provider), dir.path(), &env()) {
+        Ok(_) => panic!("should be refused: {provider}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    for (line, message) in [
+        (
+            "    client_secret: ${CLIENT_SECRET}\n    client_auth: client_secret_basic\n",
+            "providers.main.client_auth: profile: fapi2 asks for client_auth: private_key_jwt",
+        ),
+        (
+            "    par: auto\n",
+            "providers.main.par: profile: fapi2 asks for pushed authorization requests",
+        ),
+        (
+            "    dpop: false\n",
+            "providers.main.dpop: profile: fapi2 asks for sender-constrained tokens",
+        ),
+        (
+            "    assertion_audience: token_endpoint\n",
+            "providers.main.assertion_audience: profile: fapi2 asks for the issuer",
+        ),
+        (
+            "    id_token_algs: [ES256, RS256]\n",
+            "providers.main.id_token_algs[1]: profile: fapi2 allows only PS256, ES256 and EdDSA",
+        ),
+    ] {
+        let e = refused(line);
+        assert!(has(&e, message), "{line}: {e:?}");
+    }
+    let e = errors(&base().replace(
+        "    client_secret: ${CLIENT_SECRET}\n",
+        "    client_secret: ${CLIENT_SECRET}\n    profile: fapi1\n",
+    ));
+    assert!(has(&e, "providers.main.profile: expected fapi2"), "{e:?}");
+}
