@@ -88,6 +88,9 @@ pub struct Metadata {
     /// RFC 9126: where authorization requests can be pushed, if offered.
     #[serde(default)]
     pub pushed_authorization_request_endpoint: Option<Url>,
+    /// Token revocation (RFC 7009), if offered.
+    #[serde(default)]
+    pub revocation_endpoint: Option<Url>,
     /// The algorithms the provider can sign ID tokens with.
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
@@ -743,6 +746,34 @@ impl Provider {
         )
         .await?;
         Ok(pushed.request_uri)
+    }
+
+    /// Revokes a session's grant at the provider (RFC 7009), authenticating as configured: its
+    /// refresh token (which ends the grant's access tokens too at most providers), else its
+    /// access token. Nothing to do where the provider offers no revocation.
+    ///
+    /// # Errors
+    /// Refused by the provider, or the provider unavailable.
+    pub async fn revoke(&self, record: &crate::session::SessionRecord) -> Result<(), TokenError> {
+        let metadata = self
+            .metadata()
+            .await
+            .map_err(|e| TokenError::Unavailable(Box::new(e)))?;
+        let Some(endpoint) = &metadata.revocation_endpoint else {
+            return Ok(());
+        };
+        let (token, hint) = match &record.refresh_token {
+            Some(refresh) => (refresh.expose(), "refresh_token"),
+            None => (record.access_token.expose(), "access_token"),
+        };
+        token::post_without_answer(
+            &self.http,
+            endpoint,
+            &self.config,
+            &metadata.token_endpoint,
+            vec![("token", token), ("token_type_hint", hint)],
+        )
+        .await
     }
 
     /// Validates an opaque bearer a client sent itself by introspection (RFC 7662, Sallyport

@@ -663,6 +663,18 @@ pub async fn logout(
         )?;
         app.sessions.delete(&session.key).await?;
         tracing::info!("logged out");
+        // The grant ends at the provider too (RFC 7009), so a copy of its refresh token is
+        // worth nothing; in the background, so that a slow provider does not hold up the
+        // logout (the session is gone here either way).
+        let revoking = app.clone();
+        let record = std::sync::Arc::clone(&session.record);
+        tokio::spawn(async move {
+            if let Some(provider) = revoking.provider(Some(&record.provider))
+                && let Err(e) = provider.revoke(&record).await
+            {
+                tracing::warn!(provider = %record.provider, error = %e, "revoking the logged-out session's tokens at the provider failed");
+            }
+        });
         if let Some(provider) = app.provider(Some(&session.record.provider))
             && let Ok(metadata) = provider.metadata().await
             && let Some(endpoint) = &metadata.end_session_endpoint

@@ -232,6 +232,31 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
     }
 }
 
+/// POSTs a form to an authenticated endpoint whose success has no body to read (RFC 7009
+/// revocation answers `200` with an empty one).
+pub(crate) async fn post_without_answer<'a>(
+    http: &reqwest::Client,
+    endpoint: &url::Url,
+    provider: &'a ProviderConfig,
+    token_endpoint: &url::Url,
+    form: Vec<(&'a str, &'a str)>,
+) -> Result<(), TokenError> {
+    let (status, _, body) = send(http, endpoint, provider, token_endpoint, form, None).await?;
+    if status.is_success() {
+        return Ok(());
+    }
+    if status.is_client_error()
+        && let Ok(err) = serde_json::from_slice::<OAuthError>(&body)
+        && err.error.len() <= 64
+        && err.error.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(TokenError::Refused { error: err.error });
+    }
+    Err(TokenError::Unavailable(
+        format!("endpoint answered {status}").into(),
+    ))
+}
+
 /// One authenticated POST: a fresh client assertion (its `jti` is single-use) and DPoP proof.
 async fn send<'a>(
     http: &reqwest::Client,

@@ -9,16 +9,7 @@ use crate::login::Stack;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fapi2_provider_logs_in_with_par_private_key_jwt_and_dpop() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sallyport.pem");
-    std::fs::write(
-        &key,
-        sallyport::keys::generate(sallyport::keys::NewKey::Es256).unwrap(),
-    )
-    .unwrap();
-    let keys_yaml = format!(
-        "signing_keys:\n  - {{ file: {}, kid: k1 }}\n",
-        key.display()
-    );
+    let keys_yaml = crate::harness::signing_key(dir.path(), sallyport::keys::NewKey::Es256, "k1");
     let stack = Stack::start_with(
         |p| {
             crate::keys::jwt_client(p);

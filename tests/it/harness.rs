@@ -20,6 +20,17 @@ pub const SESSION_KEY_2: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 /// The client secret every test client uses.
 pub const CLIENT_SECRET: &str = "test-client-secret-3f9a";
 
+/// Writes a new signing key of `alg` to `dir/sallyport.pem`; the `signing_keys` YAML listing
+/// it with `kid`.
+pub fn signing_key(dir: &std::path::Path, alg: sallyport::keys::NewKey, kid: &str) -> String {
+    let key = dir.join("sallyport.pem");
+    std::fs::write(&key, sallyport::keys::generate(alg).unwrap()).unwrap();
+    format!(
+        "signing_keys:\n  - {{ file: {}, kid: \"{kid}\" }}\n",
+        key.display()
+    )
+}
+
 /// Waits until `check` returns `Some`, polling for at most `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where

@@ -23,16 +23,7 @@ pub fn jwt_client(p: &mut ProviderOptions) {
 async fn logins_and_refreshes_authenticate_with_a_client_assertion_verified_by_the_published_jwks()
 {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sallyport.pem");
-    std::fs::write(
-        &key,
-        sallyport::keys::generate(sallyport::keys::NewKey::Es256).unwrap(),
-    )
-    .unwrap();
-    let keys_yaml = format!(
-        "signing_keys:\n  - {{ file: {}, kid: k1 }}\n",
-        key.display()
-    );
+    let keys_yaml = crate::harness::signing_key(dir.path(), sallyport::keys::NewKey::Es256, "k1");
     let stack = Stack::start_with(jwt_client, move |g| {
         g.client_auth = "private_key_jwt";
         g.extra_yaml = keys_yaml;
@@ -77,6 +68,49 @@ async fn logins_and_refreshes_authenticate_with_a_client_assertion_verified_by_t
         before + 1,
         "refreshed with an assertion"
     );
+
+    // Logging out revokes the grant at the provider (RFC 7009), authenticated the same way:
+    // the refresh token is worth nothing afterwards.
+    let (_, _, refresh_token) = stack.tokens_of(&b).await;
+    let refresh_token = refresh_token.expect("a refresh token");
+    let csrf = b.csrf_token().await;
+    let logout = b
+        .fetch_with(Method::POST, "/auth/logout", &[("x-csrf-token", &csrf)])
+        .await;
+    assert_eq!(logout.status, StatusCode::OK, "{}", logout.body);
+    let revoked = crate::harness::eventually(Duration::from_secs(5), || async {
+        (stack.provider.stats().await["grants_revoked"] == 1).then_some(())
+    })
+    .await;
+    assert!(revoked.is_some(), "the grant is revoked at the provider");
+    let key = std::fs::read(dir.path().join("sallyport.pem")).unwrap();
+    let signing = sallyport::keys::SigningKey::from_pem("k1", &key).unwrap();
+    let keys = sallyport::keys::Keys::new(vec![std::sync::Arc::new(signing)]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let assertion = keys
+        .client_assertion("sallyport", &stack.provider.issuer, now)
+        .unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/token", stack.provider.issuer))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+            ("client_id", "sallyport"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
 }
 
 /// The rotation procedure of the README, step by step, against a provider that caches the
@@ -180,16 +214,7 @@ async fn a_key_rotation_keeps_logins_and_refreshes_working_at_every_step() {
 #[tokio::test(flavor = "multi_thread")]
 async fn assertions_for_the_token_endpoint_also_authenticate_pushed_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sallyport.pem");
-    std::fs::write(
-        &key,
-        sallyport::keys::generate(sallyport::keys::NewKey::EdDsa).unwrap(),
-    )
-    .unwrap();
-    let keys_yaml = format!(
-        "signing_keys:\n  - {{ file: {}, kid: ed }}\n",
-        key.display()
-    );
+    let keys_yaml = crate::harness::signing_key(dir.path(), sallyport::keys::NewKey::EdDsa, "ed");
     let stack = Stack::start_with(
         |p| {
             jwt_client(p);

@@ -71,28 +71,12 @@ impl Stack {
 
     /// The tokens of the browser's session, read from the gateway's store.
     pub async fn tokens_of(&self, b: &Browser) -> (String, String, Option<String>) {
-        let cookie = b.cookie("sallyport").expect("a session cookie");
-        let mut headers = http::HeaderMap::new();
-        headers.insert("cookie", format!("sallyport={cookie}").parse().unwrap());
-        match self
-            .gateway
-            .gateway
-            .state()
-            .sessions
-            .lookup(&headers)
-            .await
-            .unwrap()
-        {
-            Lookup::Found(s) => (
-                s.record.access_token.expose().to_owned(),
-                s.record.id_token.expose().to_owned(),
-                s.record
-                    .refresh_token
-                    .as_ref()
-                    .map(|t| t.expose().to_owned()),
-            ),
-            other => panic!("no session: {other:?}"),
-        }
+        let record = self.record_of(b).await;
+        (
+            record.access_token.expose().to_owned(),
+            record.id_token.expose().to_owned(),
+            record.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+        )
     }
 }
 

@@ -37,12 +37,7 @@ async fn logins_push_their_request_by_default_and_the_browser_carries_only_its_r
         ["client_id", "request_uri"],
         "no state, nonce, PKCE challenge or scope in the browser's URL: {to_provider}"
     );
-    let callback = b.through_provider(&to_provider, "alice").await;
-    assert_eq!(b.get(&callback).await.status, StatusCode::FOUND);
-    assert_eq!(
-        b.fetch(Method::GET, "/api/echo/x").await.status,
-        StatusCode::OK
-    );
+    finish(&b, &to_provider).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,13 +54,7 @@ async fn a_provider_that_requires_pushed_authorization_requests_gets_them() {
         ["client_id", "request_uri"],
         "the browser carries nothing else: {to_provider}"
     );
-    let callback = b.through_provider(&to_provider, "alice").await;
-    let page = b.get(&callback).await;
-    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
-    assert_eq!(
-        b.fetch(Method::GET, "/api/echo/x").await.status,
-        StatusCode::OK
-    );
+    finish(&b, &to_provider).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -290,20 +290,11 @@ async fn a_refused_initial_access_token_is_a_clear_startup_error_without_the_tok
     let provider = Provider::start(popts).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sallyport.pem");
-    std::fs::write(
-        &key,
-        sallyport::keys::generate(sallyport::keys::NewKey::Es256).unwrap(),
-    )
-    .unwrap();
     let mut opts = GatewayOptions::new(port, &provider.issuer, &upstream.url);
     let wrong = "expired-initial-access-token-0123456789";
     opts.registration = Some("{ initial_access_token: ${TEST_DCR_IAT} }".into());
     opts.env = vec![("TEST_DCR_IAT".into(), wrong.into())];
-    opts.extra_yaml = format!(
-        "signing_keys:\n  - {{ file: {}, kid: \"1\" }}\n",
-        key.display()
-    );
+    opts.extra_yaml = crate::harness::signing_key(dir.path(), sallyport::keys::NewKey::Es256, "1");
     opts.session_yaml = format!(
         "  store: file\n  file: {{ path: {} }}",
         dir.path().join("sessions.redb").display()

@@ -16,26 +16,22 @@ use crate::login::Stack;
 
 const IAT: &str = "initial-access-token-for-sallyport";
 
-/// A signing key and the YAML listing it.
-fn signing_key(dir: &std::path::Path) -> String {
-    let key = dir.join("sallyport.pem");
-    std::fs::write(
-        &key,
-        sallyport::keys::generate(sallyport::keys::NewKey::Es256).unwrap(),
-    )
-    .unwrap();
-    format!(
-        "signing_keys:\n  - {{ file: {}, kid: \"1\" }}\n",
-        key.display()
-    )
-}
-
 /// Gateway options that register with the initial access token in `TEST_DCR_IAT`, on `store`.
 fn registering(g: &mut GatewayOptions, dir: &std::path::Path, session_yaml: String) {
     g.registration = Some("{ initial_access_token: ${TEST_DCR_IAT} }".into());
     g.env = vec![("TEST_DCR_IAT".into(), IAT.into())];
-    g.extra_yaml = signing_key(dir);
+    g.extra_yaml = crate::harness::signing_key(dir, sallyport::keys::NewKey::Es256, "1");
     g.session_yaml = session_yaml;
+}
+
+/// A provider that registers clients with [`IAT`], and a gateway that registers there with it,
+/// its keys and its file store in `dir`.
+async fn registering_stack(dir: &std::path::Path) -> Stack {
+    Stack::start_with(
+        |p| p.config = json!({ "registration": { "initial_access_token": IAT } }),
+        |g| registering(g, dir, file_store(dir)),
+    )
+    .await
 }
 
 fn file_store(dir: &std::path::Path) -> String {
@@ -66,11 +62,7 @@ async fn works(b: &Browser) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_start_registers_and_a_restart_reuses_the_registration_without_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let mut stack = Stack::start_with(
-        |p| p.config = json!({ "registration": { "initial_access_token": IAT } }),
-        |g| registering(g, dir.path(), file_store(dir.path())),
-    )
-    .await;
+    let mut stack = registering_stack(dir.path()).await;
     ready(&stack.gateway).await;
     assert_eq!(stack.provider.stats().await["registrations"], 1);
     let clients = stack.provider.registered_clients().await;
@@ -140,11 +132,7 @@ async fn the_first_start_registers_and_a_restart_reuses_the_registration_without
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_redirect_uri_updates_the_registration_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let mut stack = Stack::start_with(
-        |p| p.config = json!({ "registration": { "initial_access_token": IAT } }),
-        |g| registering(g, dir.path(), file_store(dir.path())),
-    )
-    .await;
+    let mut stack = registering_stack(dir.path()).await;
     ready(&stack.gateway).await;
     let before = stack.provider.registered_clients().await;
     let client_id = before.keys().next().unwrap().clone();

@@ -243,7 +243,7 @@ async function readForm(req) {
 
 const stats = {
   grants: {}, grant_errors: {}, faulted_token_requests: 0, discovery_requests: 0,
-  registrations: 0, registration_updates: 0, registration_errors: 0,
+  registrations: 0, registration_updates: 0, registration_errors: 0, grants_revoked: 0,
 };
 // The ids of dynamically registered clients.
 const registered = new Set();
@@ -621,6 +621,7 @@ provider.on('registration_update.success', (ctx, client) => {
 provider.on('registration_create.error', (ctx, err) => { stats.registration_errors += 1; log('registration refused:', err.message); });
 provider.on('registration_update.error', (ctx, err) => { stats.registration_errors += 1; log('registration update refused:', err.message); });
 provider.on('pushed_authorization_request.error', (ctx, err) => log('pushed authorization request refused:', err.message, err.error_description ?? ''));
+provider.on('grant.revoked', () => { stats.grants_revoked += 1; });
 provider.on('grant.success', (ctx) => count(stats.grants, ctx));
 provider.on('grant.error', (ctx) => count(stats.grant_errors, ctx));
 provider.on('server_error', (ctx, err) => log('server_error:', err));
