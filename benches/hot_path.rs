@@ -249,5 +249,29 @@ fn authz(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches, authz);
+/// What a `dpop: true` service adds to each request: a proof signed with the session's key
+/// (the key comes out of the opened, cached session record; loading it is counted too, as a
+/// record opened anew does).
+fn dpop(c: &mut Criterion) {
+    use sallyport::oidc::dpop::DpopKey;
+    let key = DpopKey::generate();
+    let token = "a".repeat(43);
+    c.bench_function("dpop_proof", |b| {
+        b.iter(|| {
+            key.proof(
+                "GET",
+                black_box("http://127.0.0.1:7000/v1/orders/42"),
+                Some(&token),
+                None,
+                1_800_000_000,
+            )
+        });
+    });
+    let stored = serde_json::to_string(&key).unwrap();
+    c.bench_function("dpop_key_load", |b| {
+        b.iter(|| serde_json::from_str::<DpopKey>(black_box(&stored)).unwrap());
+    });
+}
+
+criterion_group!(hot_path, benches, authz, dpop);
 criterion_main!(hot_path);
