@@ -104,9 +104,24 @@ pub struct Authz {
     embedded_cache: moka::future::Cache<[u8; 32], Decision>,
     /// How the subject is described.
     pub subject: crate::config::SubjectConfig,
+    /// Decisions are counted here, by decision point (`embedded`, then the remote ones).
+    metrics: Option<(Arc<crate::metrics::Metrics>, Vec<crate::metrics::Name>)>,
 }
 
 impl Authz {
+    /// Counts decisions in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics.map(|m| {
+            let names = std::iter::once("embedded")
+                .chain(self.remote.iter().map(|p| p.name.as_str()))
+                .map(crate::metrics::Name::of)
+                .collect();
+            (m, names)
+        });
+        self
+    }
+
     /// The configured decision points.
     pub fn new(config: &Config, http: &reqwest::Client) -> Self {
         Self {
@@ -126,6 +141,7 @@ impl Authz {
                 .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
             subject: config.authz.subject.clone(),
+            metrics: None,
         }
     }
 
@@ -146,23 +162,39 @@ impl Authz {
                 Output = Result<Arc<crate::tokens::SharedToken>, crate::tokens::TokenFailure>,
             >,
     {
-        match pdp {
+        let (result, cached, point) = match pdp {
             PdpRef::Embedded => {
                 let engine = self
                     .embedded
                     .as_ref()
                     .expect("config validation checks that policies are configured");
                 let key = question.digest();
-                if let Some(decision) = self.embedded_cache.get(&key).await {
-                    return Ok(decision);
+                match self.embedded_cache.get(&key).await {
+                    Some(decision) => (Ok(decision), true, 0),
+                    None => (
+                        Ok(self
+                            .embedded_cache
+                            .get_with(key, async { engine.decide(question) })
+                            .await),
+                        false,
+                        0,
+                    ),
                 }
-                Ok(self
-                    .embedded_cache
-                    .get_with(key, async { engine.decide(question) })
-                    .await)
             }
-            PdpRef::Remote(i) => self.remote[i].decide(question, token).await,
+            PdpRef::Remote(i) => {
+                let (result, cached) = self.remote[i].decide(question, token).await;
+                (result, cached, i + 1)
+            }
+        };
+        if let Some((m, names)) = &self.metrics {
+            let decision = match &result {
+                Ok(d) if d.permit => "permit",
+                Ok(_) => "deny",
+                Err(_) => "error",
+            };
+            m.decision(&names[point], decision, cached);
         }
+        result
     }
 }
 

@@ -51,9 +51,18 @@ pub struct Config {
     pub authz: AuthzConfig,
     /// `signing_keys`: Sallyport's own keys, the first signs, all are published.
     pub signing_keys: std::sync::Arc<crate::keys::Keys>,
+    /// `telemetry`.
+    pub telemetry: TelemetryConfig,
     /// Settings that are valid but probably not what was meant (`check` prints them, `serve`
     /// logs them).
     pub warnings: Vec<ConfigError>,
+}
+
+/// `telemetry`.
+#[derive(Debug, Clone, Copy)]
+pub struct TelemetryConfig {
+    /// Record metrics and serve them at `GET /metrics` on `server.admin_listen`.
+    pub metrics: bool,
 }
 
 /// `server`.

@@ -61,6 +61,8 @@ pub struct Shared {
     pub limiter: limits::RateLimiter,
     /// Per-client budget of pushed authorization requests (each is a provider call).
     pub par_budget: limits::RateLimiter,
+    /// Metrics, when `telemetry.metrics` is on.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AppState {
@@ -163,7 +165,11 @@ impl Public {
     /// request's instructions).
     pub async fn handle(self, peer: SocketAddr, req: Request) -> Response {
         let Self { app, own } = self;
-        crate::telemetry::observe(req, |mut req| async move {
+        let metrics = app.metrics.clone();
+        let observed = metrics
+            .as_deref()
+            .map(|m| (m, crate::metrics::Listener::public));
+        crate::telemetry::observe(req, observed, |mut req| async move {
             let allowed = match cors::before(&app, &req) {
                 ControlFlow::Continue(allowed) => allowed,
                 ControlFlow::Break(preflight) => return preflight,
@@ -187,13 +193,17 @@ impl Public {
     }
 }
 
-/// The admin router: readiness and liveness off the public port.
+/// The admin router: readiness and liveness off the public port, and the metrics.
 pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/auth/health", get(session_api::health))
         .route("/auth/ready", get(session_api::ready))
-        .with_state(state)
-        .layer(axum::middleware::from_fn(observed))
+        .route("/metrics", get(session_api::metrics))
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            (state, crate::metrics::Listener::admin),
+            observed,
+        ))
 }
 
 /// The forward-auth router, for `server.forward_auth.listen` only: its answers carry tokens,
@@ -204,11 +214,20 @@ pub fn forward_router(state: AppState) -> Router {
         .route("/auth/forward", get(forward::verify))
         .route("/auth/health", get(session_api::health))
         .fallback(|| async { crate::error::ErrorCode::NotFound })
-        .with_state(state)
-        .layer(axum::middleware::from_fn(observed))
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            (state, crate::metrics::Listener::forward_auth),
+            observed,
+        ))
 }
 
-/// Correlation id, error rendering and the request log line, as on the public port.
-async fn observed(req: Request, next: axum::middleware::Next) -> Response {
-    crate::telemetry::observe(req, |req| next.run(req)).await
+/// Correlation id, error rendering, the request log line and its metrics, as on the public
+/// port.
+async fn observed(
+    State((app, listener)): State<(AppState, crate::metrics::Listener)>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let observed = app.metrics.as_deref().map(|m| (m, listener));
+    crate::telemetry::observe(req, observed, |req| next.run(req)).await
 }

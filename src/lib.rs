@@ -23,6 +23,7 @@
 //! the same code.
 
 pub mod authz;
+pub mod build;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -32,6 +33,7 @@ mod hex;
 pub mod http;
 pub mod keys;
 pub mod listener;
+pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod random;
@@ -103,13 +105,22 @@ impl Gateway {
     /// # Errors
     /// When the store cannot be opened or the upstream client cannot be built.
     pub fn with_clock(config: Config, clock: Clock) -> Result<Self, StartError> {
-        let store = store::build(&config.session)?;
+        // Served only on the admin port: without one nobody can read them, and none are kept.
+        let metrics = (config.telemetry.metrics && config.server.admin_listen.is_some())
+            .then(|| Arc::new(metrics::Metrics::new()));
+        let mut store = store::build(&config.session)?;
+        if let Some(m) = &metrics {
+            store = Arc::new(store::metered::Metered::new(store, Arc::clone(m)));
+        }
         let http = oidc::http_client();
         let redirect_uri = config.server.redirect_uri();
         let providers = config
             .providers
             .iter()
-            .map(|p| oidc::Provider::new(p.clone(), redirect_uri.clone(), http.clone()))
+            .map(|p| {
+                oidc::Provider::new(p.clone(), redirect_uri.clone(), http.clone())
+                    .with_metrics(metrics.clone())
+            })
             .collect();
         let sessions = Arc::new(session::manager::Sessions::new(
             store,
@@ -118,8 +129,8 @@ impl Gateway {
         ));
         let shared = Shared {
             broker: tokens::Broker::new(&config),
-            authz: authz::Authz::new(&config, &http),
-            proxy: proxy::Proxy::new(&config)?,
+            authz: authz::Authz::new(&config, &http).with_metrics(metrics.clone()),
+            proxy: proxy::Proxy::new(&config)?.with_metrics(metrics.clone()),
             assets: config.static_files.as_ref().map(http::assets::Assets::new),
             limiter: http::limits::RateLimiter::new(
                 config.server.rate_limit.0,
@@ -131,6 +142,7 @@ impl Gateway {
             ),
             providers,
             sessions,
+            metrics,
             config,
         };
         Ok(Self {

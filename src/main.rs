@@ -9,7 +9,7 @@ use sallyport::telemetry::{self, LogFormat};
 
 /// A Backend-for-Frontend authentication gateway: tokens stay on the server.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = sallyport::build::LONG_VERSION, about)]
 struct Cli {
     /// The configuration file (YAML).
     #[arg(long, short, global = true, default_value = "sallyport.yaml")]

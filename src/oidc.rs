@@ -216,6 +216,8 @@ pub struct Provider {
     introspected: moka::future::Cache<[u8; 32], Arc<bearer::BearerClaims>>,
     /// The provider's latest DPoP nonce (RFC 9449 §8), for the next proof.
     dpop_nonce: Mutex<Option<String>>,
+    /// Where fetches and token requests are counted, when metrics are on.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -239,7 +241,31 @@ impl Provider {
             cache: Mutex::default(),
             fetch: tokio::sync::Mutex::new(()),
             dpop_nonce: Mutex::default(),
+            metrics: None,
             config,
+        }
+    }
+
+    /// Counts this provider's fetches in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts a token request of the broker (`grant`) that ended as `result` did.
+    fn count_token(
+        &self,
+        grant: crate::metrics::TokenGrant,
+        result: &Result<TokenResponse, TokenError>,
+    ) {
+        if let Some(m) = &self.metrics {
+            let outcome = match result {
+                Ok(_) => crate::metrics::Outcome::ok,
+                Err(TokenError::Refused { .. }) => crate::metrics::Outcome::refused,
+                Err(TokenError::Unavailable(_)) => crate::metrics::Outcome::unavailable,
+            };
+            m.token(&self.config.name, grant, outcome);
         }
     }
 
@@ -321,7 +347,7 @@ impl Provider {
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        match self.get_json::<Metadata>(&url).await {
+        match self.get_json::<Metadata>(&url, "discovery").await {
             Ok(m) if m.issuer != self.config.issuer => Err(ProviderError::IssuerMismatch {
                 provider: self.config.name.clone(),
                 found: m.issuer,
@@ -381,7 +407,7 @@ impl Provider {
         }
         let started = Instant::now();
         match self
-            .get_json::<serde_json::Value>(metadata.jwks_uri.as_str())
+            .get_json::<serde_json::Value>(metadata.jwks_uri.as_str(), "jwks")
             .await
         {
             Ok(doc) => {
@@ -427,20 +453,32 @@ impl Provider {
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
+        document: &'static str,
     ) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
-        let resp = self
-            .http
-            .get(url)
-            .header(http::header::ACCEPT, "application/json")
-            .timeout(PROVIDER_TIMEOUT)
-            .send()
-            .await
-            .map_err(reqwest::Error::without_url)?;
-        if !resp.status().is_success() {
-            return Err(format!("{url} answered {}", resp.status()).into());
+        let result = async {
+            let resp = self
+                .http
+                .get(url)
+                .header(http::header::ACCEPT, "application/json")
+                .timeout(PROVIDER_TIMEOUT)
+                .send()
+                .await
+                .map_err(reqwest::Error::without_url)?;
+            if !resp.status().is_success() {
+                return Err(format!("{url} answered {}", resp.status()).into());
+            }
+            let body = read_limited(resp, MAX_DOCUMENT).await?;
+            Ok(serde_json::from_slice(&body)?)
         }
-        let body = read_limited(resp, MAX_DOCUMENT).await?;
-        Ok(serde_json::from_slice(&body)?)
+        .await;
+        if let Some(m) = &self.metrics {
+            let outcome = match &result {
+                Ok(_) => crate::metrics::Outcome::ok,
+                Err(_) => crate::metrics::Outcome::unavailable,
+            };
+            m.fetch(&self.config.name, document, outcome);
+        }
+        result
     }
 
     /// Loads discovery and the JWKS, so that the first login does not wait for them.
@@ -640,7 +678,9 @@ impl Provider {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
         ];
-        bound(self.token_request(form, self.dpop(dpop)).await, dpop)
+        let result = bound(self.token_request(form, self.dpop(dpop)).await, dpop);
+        self.count_token(crate::metrics::TokenGrant::refresh, &result);
+        result
     }
 
     /// Asks for Sallyport's own token for `spec`'s target (RFC 6749 §4.4, client
@@ -652,8 +692,11 @@ impl Provider {
         &self,
         spec: &crate::config::TokenSpec,
     ) -> Result<TokenResponse, TokenError> {
-        self.target_request(vec![("grant_type", "client_credentials")], spec)
-            .await
+        let result = self
+            .target_request(vec![("grant_type", "client_credentials")], spec)
+            .await;
+        self.count_token(crate::metrics::TokenGrant::client_credentials, &result);
+        result
     }
 
     /// Exchanges a user's token for one meant for `spec`'s target (RFC 8693 §2.1).
@@ -685,7 +728,9 @@ impl Provider {
                 "urn:ietf:params:oauth:token-type:access_token",
             ),
         ];
-        self.target_request(form, spec).await
+        let result = self.target_request(form, spec).await;
+        self.count_token(crate::metrics::TokenGrant::exchange, &result);
+        result
     }
 
     /// POSTs a grant to the token endpoint.

@@ -43,6 +43,8 @@ pub struct Upstream {
     host: HeaderValue,
     /// Whether it gets DPoP-bound tokens with a proof (`services.<name>.dpop`).
     pub dpop: bool,
+    /// Its name, as the metrics label it.
+    label: crate::metrics::Name,
 }
 
 /// The forwarding half of the gateway.
@@ -58,6 +60,8 @@ pub struct Proxy {
     proto: &'static str,
     public_host: HeaderValue,
     relays: Relays,
+    /// Upstream latency and errors, when metrics are on.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -110,6 +114,7 @@ impl Proxy {
                 timeout: s.timeout,
                 host: authority(&s.url),
                 dpop: s.dpop,
+                label: crate::metrics::Name::of(&s.name),
             })
             .collect();
         let mut strip: Vec<HeaderName> = Vec::new();
@@ -137,6 +142,7 @@ impl Proxy {
             },
             public_host: authority(&config.server.public_url),
             relays: Relays::default(),
+            metrics: None,
         })
     }
 
@@ -148,6 +154,16 @@ impl Proxy {
     /// The route table.
     pub fn routes(&self) -> &RouteTable {
         &self.routes
+    }
+
+    /// Records upstream calls in `metrics`.
+    #[must_use]
+    pub fn with_metrics(
+        mut self,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The upstream of a route.
@@ -244,8 +260,32 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
 
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(up.timeout, self.client.request(upstream_req)).await;
+        if let Some(m) = &self.metrics {
+            let labels = crate::metrics::ServiceLabels {
+                service: up.label.clone(),
+            };
+            m.upstream
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            let failed = match &answer {
+                Err(_) => Some("timeout"),
+                Ok(Err(e)) if e.is_connect() => Some("connect"),
+                Ok(Err(_)) => Some("other"),
+                Ok(Ok(_)) => None,
+            };
+            if let Some(kind) = failed {
+                m.upstream_errors
+                    .get_or_create(&crate::metrics::UpstreamErrorLabels {
+                        service: labels.service,
+                        kind,
+                    })
+                    .inc();
+            }
+        }
         let mut resp =
-            match tokio::time::timeout(up.timeout, self.client.request(upstream_req)).await {
+            match answer {
                 Err(_) => {
                     return Err(ApiError::new(ErrorCode::UpstreamTimeout).with_cause(
                         UpstreamFailure(format!("{} timed out after {:?}", up.name, up.timeout)),

@@ -314,6 +314,11 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn unlock(&self, _key: &StoreKey, _token: &str) -> Result<(), StoreError> {
         Ok(())
     }
+    /// How many records the session table holds (sessions, and the broker's shared records),
+    /// where the store can say cheaply (the embedded ones); for metrics.
+    async fn count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Seconds since the unix epoch.

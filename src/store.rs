@@ -4,6 +4,7 @@
 pub mod file;
 pub mod flight;
 pub mod memory;
+pub mod metered;
 pub mod redis;
 
 #[cfg(test)]

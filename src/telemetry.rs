@@ -91,9 +91,14 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Runs `handle` for `req` with a correlation id, renders its error (if any) and logs one
-/// access line: the outermost part of the public service (`http::Public`).
-pub async fn observe<F, Fut>(mut req: Request, handle: F) -> Response
+/// Runs `handle` for `req` with a correlation id, renders its error (if any), logs one
+/// access line, and records the request in `metrics` (as answered by `listener`): the outermost
+/// part of every listener's service.
+pub async fn observe<F, Fut>(
+    mut req: Request,
+    metrics: Option<(&crate::metrics::Metrics, crate::metrics::Listener)>,
+    handle: F,
+) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
@@ -113,6 +118,22 @@ where
 
     let mut resp = handle(req).await;
 
+    if let Some((m, listener)) = metrics {
+        let route = match resp.extensions_mut().remove::<crate::metrics::RouteLabel>() {
+            Some(label) => label.0,
+            None => m.own_route(&path),
+        };
+        m.request(
+            listener,
+            route,
+            &method,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+        if let Some(info) = resp.extensions().get::<ErrorInfo>() {
+            m.refusal(info.code.as_str());
+        }
+    }
     if let Some(info) = resp.extensions_mut().remove::<ErrorInfo>() {
         let status = resp.status();
         match &info.cause {

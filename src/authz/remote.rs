@@ -109,12 +109,13 @@ impl Pdp {
     /// token of a plan (asked only when the PDP is called, and takes one).
     ///
     /// # Errors
-    /// The PDP could not give a decision: the request must fail closed.
+    /// The PDP could not give a decision: the request must fail closed. The second part says
+    /// whether the decision cache answered.
     pub async fn decide<F, Fut>(
         &self,
         question: &Question<'_>,
         token: F,
-    ) -> Result<Decision, Arc<PdpError>>
+    ) -> (Result<Decision, Arc<PdpError>>, bool)
     where
         F: FnOnce(usize) -> Fut,
         Fut: Future<Output = Result<Arc<SharedToken>, TokenFailure>>,
@@ -122,9 +123,9 @@ impl Pdp {
         let key = question.digest();
         // The common case first, without building the (large) future that asks the PDP.
         if let Some(decision) = self.cache.get(&key).await {
-            return Ok(decision);
+            return (Ok(decision), true);
         }
-        Box::pin(self.cache.try_get_with(key, async {
+        let asked = Box::pin(self.cache.try_get_with(key, async {
             let body = serde_json::to_vec(question).expect("a question serialises");
             let shared = match self.auth {
                 Auth::Broker(plan) => {
@@ -142,7 +143,8 @@ impl Pdp {
             };
             self.ask(body, bearer).await
         }))
-        .await
+        .await;
+        (asked, false)
     }
 
     /// Sends one evaluation request.

@@ -42,6 +42,16 @@ pub(crate) struct RawConfig {
     pub(crate) cors: RawCors,
     #[serde(default)]
     pub(crate) authz: RawAuthz,
+    #[serde(default)]
+    pub(crate) telemetry: RawTelemetry,
+}
+
+/// `telemetry`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    /// `GET /metrics` on `server.admin_listen` (default true).
+    pub(crate) metrics: Option<bool>,
 }
 
 /// One entry of `signing_keys`.

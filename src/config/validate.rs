@@ -396,6 +396,9 @@ impl Validator {
             cors: CorsConfig { allowed_origins },
             authz,
             signing_keys,
+            telemetry: TelemetryConfig {
+                metrics: raw.telemetry.metrics.unwrap_or(true),
+            },
             warnings: Vec::new(),
         })
     }

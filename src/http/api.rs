@@ -18,10 +18,22 @@ pub async fn fallback(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    match proxy(&app, peer, req).await {
+    // The configured path of the route this request falls under names it in the metrics
+    // (refused or not); admission matches it again, which costs less than carrying it out.
+    let label = app.metrics.as_ref().and_then(|_| {
+        app.proxy
+            .routes()
+            .route_of(req.uri().path())
+            .map(|route| crate::metrics::RouteLabel(route.label.clone()))
+    });
+    let mut resp = match proxy(&app, peer, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
+    };
+    if let Some(label) = label {
+        resp.extensions_mut().insert(label);
     }
+    resp
 }
 
 async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<Response, ApiError> {

@@ -284,6 +284,9 @@ pub async fn login(
     for (_, old) in others.iter().skip(cookie::MAX_LOGINS_PER_BROWSER - 1) {
         h.append(header::SET_COOKIE, cookie::clear(cookie_cfg, old));
     }
+    if let Some(m) = &app.metrics {
+        m.login("started", "");
+    }
     Ok(resp)
 }
 
@@ -347,6 +350,23 @@ pub async fn callback(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let result = finish_login(&app, peer, &headers, &params).await;
+    if let Some(m) = &app.metrics {
+        match &result {
+            Ok(_) => m.login("completed", ""),
+            Err(e) => m.login("failed", e.code().as_str()),
+        }
+    }
+    result
+}
+
+/// The callback's work: the login cookie, the code exchange, the ID token, the new session.
+async fn finish_login(
+    app: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let cookie_cfg = app.sessions.cookie();
     let state = params
         .get("state")
@@ -355,7 +375,7 @@ pub async fn callback(
     // after the state, opens only for that name and holds exactly this state.
     let name = cookie::login_name(cookie_cfg, state)
         .ok_or_else(|| invalid_state("this login was not started in this browser"))?;
-    let login_cookie = cookie::find(&headers, &name).ok_or_else(|| {
+    let login_cookie = cookie::find(headers, &name).ok_or_else(|| {
         invalid_state("the login cookie is missing; start the login again in this browser")
     })?;
     let clear_login = cookie::clear(cookie_cfg, &name);
@@ -419,7 +439,7 @@ pub async fn callback(
         .limiter
         .acquire(super::client::client_ip(
             peer.ip(),
-            &headers,
+            headers,
             &app.config.server.trusted_proxies,
         ))
         .map_err(|wait| with_cleared(super::limits::rate_limited(wait)))?;
@@ -550,7 +570,7 @@ pub async fn callback(
     }
 
     // A session the browser already had ends: every login gets a new id.
-    if let Some(old) = cookie::find(&headers, &cookie_cfg.name).and_then(SessionId::parse) {
+    if let Some(old) = cookie::find(headers, &cookie_cfg.name).and_then(SessionId::parse) {
         app.sessions.delete(&old.store_key()).await?;
     }
     let (created_at, expires_at) = app.sessions.timestamps();

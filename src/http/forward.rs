@@ -56,29 +56,51 @@ fn original(headers: &HeaderMap, edge: Edge) -> Result<Original<'_>, ApiError> {
     })
 }
 
-/// The handler: the decision the proxy path would take for the original request.
+/// The handler: the decision the proxy path would take for the original request, named in
+/// the metrics by the route of the original path.
 pub async fn verify(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+) -> Response {
+    let label = app.metrics.as_ref().and_then(|_| {
+        let edge = app.config.server.forward_auth.as_ref()?.edge;
+        let uri = header(&headers, edge.original_headers().0)?;
+        let route = app
+            .proxy
+            .routes()
+            .route_of(uri.split(['?', '#']).next().unwrap_or_default())?;
+        Some(crate::metrics::RouteLabel(route.label.clone()))
+    });
+    let mut resp = decide(&app, peer, &headers).await.into_response();
+    if let Some(label) = label {
+        resp.extensions_mut().insert(label);
+    }
+    resp
+}
+
+async fn decide(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let Some(edge) = app.config.server.forward_auth.as_ref().map(|f| f.edge) else {
         return Err(ApiError::new(ErrorCode::NotFound));
     };
-    let original = original(&headers, edge)?;
+    let original = original(headers, edge)?;
     let ask = Ask {
         method: &original.method,
         path: original.uri.split(['?', '#']).next().unwrap_or_default(),
-        headers: &headers,
+        headers,
         peer: peer.ip(),
         surface: Surface::Edge,
     };
-    let pass = match admit(&app, ask).await {
+    let pass = match admit(app, ask).await {
         Ok(Admission::Pass(pass)) => pass,
         Ok(Admission::Unrouted) => return Err(ApiError::new(ErrorCode::NotFound)),
-        Err(e) => return Ok(refused(&app, &headers, &original, edge, e)),
+        Err(e) => return Ok(refused(app, headers, &original, edge, e)),
     };
-    let forwarded = pass.forwarded(&app);
+    let forwarded = pass.forwarded(app);
     let mut resp = answer();
     let h = resp.headers_mut();
     // Exactly the headers the proxy would send the route's service (claims with control

@@ -92,3 +92,20 @@ pub async fn ready(State(app): State<AppState>) -> Response {
             .into_response(),
     )
 }
+
+/// `GET /metrics` (admin port): Prometheus' text exposition (OpenMetrics); `404` when
+/// `telemetry.metrics` is off.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let Some(m) = &app.metrics else {
+        return crate::error::ErrorCode::NotFound.into_response();
+    };
+    if let Some(n) = app.sessions.store().count().await {
+        m.sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let mut resp = m.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}

@@ -20,6 +20,8 @@ use crate::config::{AuthMode, RouteConfig};
 pub struct Route {
     /// The configured path, for logs.
     pub path: String,
+    /// The configured path, as the metrics name it.
+    pub label: crate::metrics::Name,
     prefix: String,
     /// The segments before the wildcard, for a route with named segments (`{id}`); empty
     /// otherwise (such routes match by `prefix`).
@@ -127,6 +129,7 @@ impl RouteTable {
                 );
                 Route {
                     path: c.path.clone(),
+                    label: crate::metrics::Name::of(&c.path),
                     prefix,
                     segments,
                     wildcard,
@@ -163,6 +166,17 @@ impl RouteTable {
             )
         });
         Self { routes }
+    }
+
+    /// The route serving `path`, without mapping the upstream path (for naming the request in
+    /// metrics); `None` also for a path with no safe normal form.
+    pub fn route_of(&self, path: &str) -> Option<&Route> {
+        let path = normalize(path).ok()?;
+        let mut params = Vec::new();
+        self.routes.iter().find(|route| {
+            params.clear();
+            route.matches(&path, &mut params).is_some()
+        })
     }
 
     /// The route serving `path` (raw, still percent-encoded), if any, matched on the path's

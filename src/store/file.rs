@@ -139,6 +139,12 @@ fn owner_range(owner: &StoreKey) -> ([u8; 64], [u8; 64]) {
 
 #[async_trait]
 impl SessionStore for FileStore {
+    async fn count(&self) -> Option<u64> {
+        self.blocking(|db| Ok(db.begin_read()?.open_table(SESSIONS)?.len()?))
+            .await
+            .ok()
+    }
+
     async fn load(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
         let key = *key.as_bytes();
         self.blocking(move |db| {

@@ -92,6 +92,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    async fn count(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+
     async fn load(&self, key: &StoreKey) -> Result<Option<Bytes>, StoreError> {
         let map = lock(&self.sessions);
         let now = SystemTime::now();

@@ -228,3 +228,69 @@ fn keys_generate_writes_a_private_file_it_never_overwrites() {
     let (code, text) = check(&yaml, crate::harness::SESSION_KEY);
     assert_eq!(code, 0, "{text}");
 }
+
+#[test]
+fn version_names_the_build() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = format!(
+        "sallyport {} (commit {}, rustc {}, {}, {})\n",
+        env!("CARGO_PKG_VERSION"),
+        sallyport::build::COMMIT,
+        sallyport::build::RUSTC,
+        sallyport::build::TARGET,
+        sallyport::build::PROFILE
+    );
+    assert_eq!(text, expected);
+    // Built from a checkout that git can read, the commit is that checkout's.
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned());
+    match head {
+        Some(head) => assert_eq!(sallyport::build::COMMIT, head),
+        None => assert_eq!(sallyport::build::COMMIT, "unknown"),
+    }
+}
+
+/// The hardened unit of `examples/systemd`, as `systemd-analyze verify` sees it (with the
+/// binary where the unit expects it: here, the one just built).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = include_str!("../../examples/systemd/sallyport.service");
+    assert!(unit.contains("ExecStart=/usr/local/bin/sallyport "));
+    for hardening in [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sallyport.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/sallyport", env!("CARGO_BIN_EXE_sallyport")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("sallyport.service"),
+        "no complaint about the unit: {stderr}"
+    );
+}

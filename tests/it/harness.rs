@@ -3,9 +3,11 @@
 
 pub mod bad_provider;
 pub mod browser;
+pub mod caddy;
 pub mod gateway;
 pub mod nginx;
 pub mod pdp;
+pub mod prometheus;
 pub mod provider;
 pub mod redis;
 pub mod upstream;

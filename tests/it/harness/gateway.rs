@@ -203,6 +203,8 @@ pub struct Gateway {
     /// `http://localhost:PORT` of the forward-auth listener, when configured (the browser's
     /// localhost cookies go along, as the edge passes them on).
     pub forward_url: Option<String>,
+    /// `http://127.0.0.1:PORT` of the admin listener, when configured.
+    pub admin_url: Option<String>,
     /// The clock the gateway judges expiry by.
     pub clock: Clock,
     /// The gateway's state, for inspecting sessions.
@@ -247,6 +249,7 @@ impl Gateway {
         // relay finishes its last frame after the grace period.
         let config = opts.config();
         let forward_auth = config.server.forward_auth.as_ref().map(|f| f.listen);
+        let admin = config.server.admin_listen;
         let last_error = std::sync::Mutex::new(String::new());
         let gateway = super::eventually(std::time::Duration::from_secs(5), || async {
             sallyport::Gateway::with_clock(opts.config(), clock.clone())
@@ -273,9 +276,17 @@ impl Gateway {
             ),
             None => None,
         };
+        let admin_listener = match admin {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("admin port free"),
+            ),
+            None => None,
+        };
         let listeners = sallyport::Listeners {
             public: listener,
-            admin: None,
+            admin: admin_listener,
             forward_auth: forward_listener,
         };
         let task = tokio::spawn(sallyport::serve(gateway.clone(), listeners, async {
@@ -284,6 +295,7 @@ impl Gateway {
         Gateway {
             url: format!("http://localhost:{}", opts.port),
             forward_url: forward_auth.map(|a| format!("http://localhost:{}", a.port())),
+            admin_url: admin.map(|a| format!("http://127.0.0.1:{}", a.port())),
             clock,
             gateway,
             stop: Some(stop),
