@@ -47,6 +47,8 @@ fn record(i: usize) -> SessionRecord {
         expires_at: 4_000_000_000,
         csrf_token: "k".repeat(43),
         dpop_key: None,
+        client_address: None,
+        user_agent: None,
     }
 }
 

@@ -145,6 +145,26 @@ impl Authz {
         }
     }
 
+    /// Each remote decision point's answer to a probe (`ready`, `ms`), and the embedded
+    /// engine's (always ready when configured), by name.
+    pub async fn probe(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        if self.embedded.is_some() {
+            out.insert(
+                "embedded".into(),
+                serde_json::json!({ "ready": true, "ms": 0.0 }),
+            );
+        }
+        let probes = futures_util::future::join_all(self.remote.iter().map(|p| p.probe())).await;
+        for (pdp, (ready, ms)) in self.remote.iter().zip(probes) {
+            out.insert(
+                pdp.name.clone(),
+                serde_json::json!({ "ready": ready, "ms": ms }),
+            );
+        }
+        out
+    }
+
     /// The decision of `pdp` about `question`. `token` gives the broker's token of a plan,
     /// for a remote PDP called with one (asked only when the PDP is called).
     ///

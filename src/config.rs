@@ -53,6 +53,8 @@ pub struct Config {
     pub signing_keys: std::sync::Arc<crate::keys::Keys>,
     /// `telemetry`.
     pub telemetry: TelemetryConfig,
+    /// `admin.token`: the admin API's bearer token; without one the API is off.
+    pub admin_token: Option<ClientSecret>,
     /// Settings that are valid but probably not what was meant (`check` prints them, `serve`
     /// logs them).
     pub warnings: Vec<ConfigError>,
@@ -333,6 +335,21 @@ pub enum StoreConfig {
         /// Bound on each call.
         timeout: Duration,
     },
+}
+
+impl StoreConfig {
+    /// `memory`, `file`, `redis`, `redis-cluster` or `redis-sentinel`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::File { .. } => "file",
+            Self::Redis { cluster, .. } if !cluster.is_empty() => "redis-cluster",
+            Self::Redis {
+                sentinel: Some(_), ..
+            } => "redis-sentinel",
+            Self::Redis { .. } => "redis",
+        }
+    }
 }
 
 /// `SameSite` for the session cookie.

@@ -4,6 +4,7 @@
 //! goes straight to the route table (proxy), then to static files, without the router.
 //! Forward-auth (`/auth/verify`) has a listener and router of its own.
 
+pub mod admin;
 pub mod admit;
 pub mod api;
 pub mod assets;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower::ServiceExt as _;
 
 use http::HeaderMap;
@@ -199,6 +200,12 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/auth/health", get(session_api::health))
         .route("/auth/ready", get(session_api::ready))
         .route("/metrics", get(session_api::metrics))
+        .route(
+            "/admin/sessions",
+            get(admin::list).delete(admin::revoke_all),
+        )
+        .route("/admin/sessions/{handle}", delete(admin::revoke_one))
+        .route("/admin/ready", get(admin::ready))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(
             (state, crate::metrics::Listener::admin),

@@ -150,6 +150,12 @@ pub struct SessionRecord {
     /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_key: Option<crate::oidc::dpop::DpopKey>,
+    /// The browser's address at login (for the admin API's list of a user's sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
+    /// The browser's `User-Agent` at login, cut to 200 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 /// A token obtained for one service (a token exchange), kept in the sealed session.

@@ -394,6 +394,8 @@ mod tests {
             expires_at: 0,
             csrf_token: "csrf".into(),
             dpop_key: None,
+            client_address: None,
+            user_agent: None,
         };
         let alice = record(serde_json::json!({"roles": ["admin"]}));
         let ask = |r: &SessionRecord, action: &'static str, id: &'static str, ip: &str, now| {

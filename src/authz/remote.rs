@@ -105,6 +105,22 @@ impl Pdp {
         }
     }
 
+    /// Whether the PDP answers at all (any HTTP answer below 500 to its AuthZEN discovery
+    /// document, within its timeout), and how long it took, in milliseconds.
+    pub async fn probe(&self) -> (bool, f64) {
+        let mut url = self.endpoint.clone();
+        url.set_path("/.well-known/authzen-configuration");
+        let started = std::time::Instant::now();
+        let answered = self
+            .http
+            .get(url)
+            .timeout(self.timeout.max(Duration::from_secs(1)))
+            .send()
+            .await
+            .is_ok_and(|r| !r.status().is_server_error());
+        (answered, started.elapsed().as_secs_f64() * 1000.0)
+    }
+
     /// The decision for `question`, from the cache or the PDP. `token` gives the broker's
     /// token of a plan (asked only when the PDP is called, and takes one).
     ///

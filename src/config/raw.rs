@@ -44,6 +44,17 @@ pub(crate) struct RawConfig {
     pub(crate) authz: RawAuthz,
     #[serde(default)]
     pub(crate) telemetry: RawTelemetry,
+    #[serde(default)]
+    pub(crate) admin: RawAdmin,
+}
+
+/// `admin`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// The bearer token of the admin API (from the environment).
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) token: Option<String>,
 }
 
 /// `telemetry`.

@@ -310,6 +310,25 @@ impl Validator {
         let signing_keys = std::sync::Arc::new(self.signing_keys(raw.signing_keys, base_dir));
         let providers = self.providers(raw.providers, &signing_keys);
         let session = self.session(&raw.session, server.as_ref(), base_dir);
+        let admin_token = match raw.admin.token {
+            Some(t) if t.len() < 32 => {
+                self.err(
+                    "admin.token",
+                    "is shorter than 32 characters; use a random one, e.g. openssl rand -base64 32",
+                );
+                None
+            }
+            Some(t) => {
+                if server.as_ref().is_some_and(|s| s.admin_listen.is_none()) {
+                    self.warn(
+                        "admin.token",
+                        "the admin API is served on server.admin_listen, which is not set",
+                    );
+                }
+                Some(ClientSecret::new(t))
+            }
+            None => None,
+        };
         if let (Some(providers), Some(session)) = (&providers, &session)
             && session.store == StoreConfig::Memory
         {
@@ -399,6 +418,7 @@ impl Validator {
             telemetry: TelemetryConfig {
                 metrics: raw.telemetry.metrics.unwrap_or(true),
             },
+            admin_token,
             warnings: Vec::new(),
         })
     }

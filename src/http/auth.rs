@@ -597,6 +597,14 @@ async fn finish_login(
         expires_at,
         csrf_token: crate::random::token(),
         dpop_key,
+        client_address: Some(
+            super::client::client_ip(peer.ip(), headers, &app.config.server.trusted_proxies)
+                .to_string(),
+        ),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(200).collect()),
     };
     let id = app.sessions.create(&record).await?;
     app.broker.watch(id.store_key(), &record, now);

@@ -405,6 +405,8 @@ mod tests {
             expires_at,
             csrf_token: "csrf".into(),
             dpop_key: None,
+            client_address: None,
+            user_agent: None,
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod admin;
 mod attacks;
 mod authz;
 mod backchannel;

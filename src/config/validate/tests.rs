@@ -1373,3 +1373,37 @@ fn the_fapi2_profile_sets_what_it_asks_for_and_refuses_what_contradicts_it() {
     ));
     assert!(has(&e, "providers.main.profile: expected fapi2"), "{e:?}");
 }
+
+#[test]
+fn the_admin_token_must_be_long_and_is_kept_secret() {
+    let with = |token: &str| {
+        format!("{}admin: {{ token: \"{token}\" }}\n", base()).replace(
+            "server:\n  listen: 127.0.0.1:8080\n",
+            "server:\n  listen: 127.0.0.1:8080\n  admin_listen: 127.0.0.1:9090\n",
+        )
+    };
+    let long = "a".repeat(40);
+    let c = Config::parse(&with(&long), Path::new("."), &env()).unwrap();
+    assert_eq!(c.admin_token.as_ref().unwrap().expose(), long);
+    assert!(!format!("{c:?}").contains(&long), "Debug redacts it");
+    let e = errors(&with("short"));
+    assert!(
+        has(&e, "admin.token: is shorter than 32 characters"),
+        "{e:?}"
+    );
+    assert!(!e.iter().any(|m| m.contains("short\"")), "{e:?}");
+    // Without an admin port the API has nowhere to be served.
+    let c = Config::parse(
+        &format!("{}admin: {{ token: \"{long}\" }}\n", base()),
+        Path::new("."),
+        &env(),
+    )
+    .unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w
+            .to_string()
+            .starts_with("admin.token: the admin API is served on server.admin_listen")),
+        "{:?}",
+        c.warnings
+    );
+}
