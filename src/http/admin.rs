@@ -16,7 +16,8 @@ use subtle::ConstantTimeEq as _;
 
 use super::AppState;
 use crate::error::{ApiError, ErrorCode};
-use crate::session::revoke::Owner;
+use crate::session::StoreKey;
+use crate::session::revoke::{Owner, SessionInfo};
 
 /// `Ok` for a request with the admin bearer; `404` when no token is configured (the API is
 /// off), `401` otherwise.
@@ -58,21 +59,26 @@ fn owner(app: &AppState, query: &HashMap<String, String>) -> Result<(String, Str
     Ok((provider.config().name.clone(), sub.clone()))
 }
 
+/// The live sessions of the user the query names, for an authorized request.
+async fn sessions_of(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(String, String, Vec<(StoreKey, SessionInfo)>), ApiError> {
+    authorized(app, headers)?;
+    let (provider, sub) = owner(app, query)?;
+    let sessions = app.sessions.list(&provider, Owner::Subject(&sub)).await?;
+    Ok((provider, sub, sessions))
+}
+
 /// `GET /admin/sessions?sub=…[&provider=…]`: the user's live sessions.
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    authorized(&app, &headers)?;
-    let (provider, sub) = owner(&app, &query)?;
-    let sessions = app
-        .sessions
-        .list(&provider, Owner::Subject(&sub))
-        .await?
-        .into_iter()
-        .map(|(_, info)| info)
-        .collect::<Vec<_>>();
+    let (provider, sub, sessions) = sessions_of(&app, &headers, &query).await?;
+    let sessions: Vec<SessionInfo> = sessions.into_iter().map(|(_, info)| info).collect();
     Ok(Json(json!({ "sub": sub, "provider": provider, "sessions": sessions })).into_response())
 }
 
@@ -96,14 +102,8 @@ pub async fn revoke_one(
     Path(handle): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    authorized(&app, &headers)?;
-    let (provider, sub) = owner(&app, &query)?;
-    let found = app
-        .sessions
-        .list(&provider, Owner::Subject(&sub))
-        .await?
-        .into_iter()
-        .find(|(_, info)| info.handle == handle);
+    let (provider, _, sessions) = sessions_of(&app, &headers, &query).await?;
+    let found = sessions.into_iter().find(|(_, info)| info.handle == handle);
     let Some((key, _)) = found else {
         return Err(ApiError::new(ErrorCode::NotFound).with_message("no such session of this user"));
     };

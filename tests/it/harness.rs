@@ -51,6 +51,35 @@ where
     }
 }
 
+/// Stops a server process the way its operator would: SIGTERM (a master process then stops
+/// its workers too), a second to exit, then SIGKILL.
+pub fn stop_process(child: &mut std::process::Child) {
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Whether something accepts connections on `port` of 127.0.0.1 within 10 s.
+pub async fn listening(port: u16) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .is_some()
+}
+
 /// A listener on a free port, held until the gateway takes it over (no race with other tests).
 pub fn reserve_port() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()

@@ -2,7 +2,6 @@
 //! test's ports substituted, stopped by PID when dropped.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 const RECIPE: &str = include_str!("../../../examples/caddy/Caddyfile");
 
@@ -52,14 +51,7 @@ impl Caddy {
             child,
             dir,
         };
-        let up = super::eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        if up.is_none() {
+        if !super::listening(port).await {
             let log =
                 std::fs::read_to_string(caddy.dir.path().join("caddy.log")).unwrap_or_default();
             panic!("caddy did not start:\n{log}");
@@ -70,15 +62,6 @@ impl Caddy {
 
 impl Drop for Caddy {
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_process(&mut self.child);
     }
 }

@@ -2,7 +2,6 @@
 //! test's ports substituted, stopped by PID when dropped.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 const RECIPE: &str = include_str!("../../../examples/nginx/sallyport.conf");
 
@@ -59,14 +58,7 @@ impl Nginx {
             child,
             _dir: dir,
         };
-        let up = super::eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        if up.is_none() {
+        if !super::listening(port).await {
             let log =
                 std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default();
             panic!("nginx did not start:\n{log}");
@@ -77,17 +69,6 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master then stops its workers too (a killed master leaves
-        // them running).
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_process(&mut self.child);
     }
 }

@@ -65,16 +65,11 @@ impl Prometheus {
 
     /// The value of the PromQL `query` (an instant vector with one sample), if it has one.
     pub async fn value(&self, query: &str) -> Option<f64> {
-        let answer: serde_json::Value = self
+        let req = self
             .http
             .post(format!("{}/api/v1/query", self.url))
-            .form(&[("query", query)])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+            .form(&[("query", query)]);
+        let answer: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
         answer["data"]["result"][0]["value"][1]
             .as_str()?
             .parse()
@@ -83,15 +78,8 @@ impl Prometheus {
 
     /// The scrape target's health as Prometheus sees it (`up`, `down`, `unknown`).
     pub async fn target_health(&self) -> Option<String> {
-        let answer: serde_json::Value = self
-            .http
-            .get(format!("{}/api/v1/targets", self.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let req = self.http.get(format!("{}/api/v1/targets", self.url));
+        let answer: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
         answer["data"]["activeTargets"][0]["health"]
             .as_str()
             .map(str::to_owned)
@@ -100,15 +88,6 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_process(&mut self.child);
     }
 }
