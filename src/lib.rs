@@ -191,7 +191,7 @@ impl Gateway {
                         {
                             Ok(()) => return,
                             Err(e) => {
-                                tracing::error!(provider = %cfg.name, error = %e, retry_in = ?delay, "registration at the provider failed; not ready");
+                                tracing::error!(provider = %cfg.name, error = %telemetry::chain(&e), retry_in = ?delay, "registration at the provider failed; not ready");
                             }
                         }
                     }

@@ -178,7 +178,8 @@ fn wants_html(accept: Option<&HeaderValue>, dest: Option<&HeaderValue>) -> bool 
         || (accept.contains("text/html") && dest.is_none_or(|d| d == "document"))
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, `: `-separated, for one log field.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
