@@ -239,3 +239,42 @@ async fn assertions_for_the_token_endpoint_also_authenticate_pushed_requests() {
         StatusCode::OK
     );
 }
+
+/// Token exchange and client credentials authenticate with assertions too (the provider
+/// accepts nothing else from this client).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_brokers_token_requests_authenticate_with_client_assertions() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_yaml = crate::harness::signing_key(dir.path(), sallyport::keys::NewKey::Es256, "k1");
+    let stack = Stack::start_with(
+        |p| {
+            crate::broker::broker_provider(p);
+            jwt_client(p);
+        },
+        move |g| {
+            crate::broker::broker_gateway(g);
+            g.client_auth = "private_key_jwt";
+            g.extra_yaml = format!("{}{keys_yaml}", g.extra_yaml);
+        },
+    )
+    .await;
+    // Sallyport's own token, for a public route's service.
+    let anonymous = stack.browser();
+    let page = anonymous
+        .fetch(Method::GET, "/api/public-reports/daily")
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(stack.provider.grants("client_credentials").await, 1);
+    // A user's token exchanged for the billing service.
+    let b = stack.browser();
+    b.login("alice", "/").await;
+    let page = b.fetch(Method::GET, "/api/billing/1").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        stack
+            .provider
+            .grants("urn:ietf:params:oauth:grant-type:token-exchange")
+            .await,
+        1
+    );
+}
