@@ -48,14 +48,9 @@ fn owner(app: &AppState, query: &HashMap<String, String>) -> Result<(String, Str
     let sub = query.get("sub").filter(|s| !s.is_empty()).ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidRequest).with_message("the sub parameter is missing")
     })?;
-    let provider = match query.get("provider") {
-        Some(p) => app
-            .provider(Some(p))
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownProvider))?,
-        None => app
-            .provider(None)
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownProvider))?,
-    };
+    let provider = app
+        .provider(query.get("provider").map(String::as_str))
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProvider))?;
     Ok((provider.config().name.clone(), sub.clone()))
 }
 

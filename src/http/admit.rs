@@ -191,16 +191,27 @@ impl Pass<'_> {
     }
 }
 
-/// Decides whether `ask` may pass.
+/// The route `path` falls under (found once by the caller, which also names the request by it
+/// in the metrics).
+pub type Found<'a> = Result<Option<Match<'a>>, crate::proxy::routes::PathError>;
+
+/// The metrics' name of a request under `found`'s route, when metrics are kept.
+pub fn route_label(app: &AppState, found: &Found<'_>) -> Option<crate::metrics::RouteLabel> {
+    app.metrics.as_ref()?;
+    let m = found.as_ref().ok()?.as_ref()?;
+    Some(crate::metrics::RouteLabel(m.route.label.clone()))
+}
+
+/// Decides whether `ask` may pass; `route` is what the route table found for `ask.path`.
 ///
 /// # Errors
 /// The refusal, ready to send (the edge adapts `401`s for navigations).
-pub async fn admit<'a>(app: &'a AppState, ask: Ask<'_>) -> Result<Admission<'a>, ApiError> {
-    let route = app
-        .proxy
-        .routes()
-        .find(ask.path)
-        .map_err(ApiError::invalid_path)?;
+pub async fn admit<'a>(
+    app: &'a AppState,
+    route: Found<'a>,
+    ask: Ask<'_>,
+) -> Result<Admission<'a>, ApiError> {
+    let route = route.map_err(ApiError::invalid_path)?;
     if route.is_none() && ask.surface == Surface::Proxy {
         return Ok(Admission::Unrouted);
     }

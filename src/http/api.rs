@@ -18,15 +18,10 @@ pub async fn fallback(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    // The configured path of the route this request falls under names it in the metrics
-    // (refused or not); admission matches it again, which costs less than carrying it out.
-    let label = app.metrics.as_ref().and_then(|_| {
-        app.proxy
-            .routes()
-            .route_of(req.uri().path())
-            .map(|route| crate::metrics::RouteLabel(route.label.clone()))
-    });
-    let mut resp = match proxy(&app, peer, req).await {
+    let found = app.proxy.routes().find(req.uri().path());
+    // The configured path of the route names the request in the metrics, refused or not.
+    let label = super::admit::route_label(&app, &found);
+    let mut resp = match proxy(&app, peer, req, found).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
@@ -36,7 +31,12 @@ pub async fn fallback(
     resp
 }
 
-async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<Response, ApiError> {
+async fn proxy<'a>(
+    app: &'a AppState,
+    peer: SocketAddr,
+    req: Request<Body>,
+    found: super::admit::Found<'a>,
+) -> Result<Response, ApiError> {
     let ask = Ask {
         method: req.method(),
         path: req.uri().path(),
@@ -44,7 +44,7 @@ async fn proxy(app: &AppState, peer: SocketAddr, req: Request<Body>) -> Result<R
         peer: peer.ip(),
         surface: Surface::Proxy,
     };
-    let pass = match admit(app, ask).await {
+    let pass = match admit(app, found, ask).await {
         Ok(Admission::Pass(pass)) => pass,
         // Boxed: serving a static file holds a large future that proxied requests need not carry.
         Ok(Admission::Unrouted) => return Box::pin(not_routed(app, req)).await,

@@ -63,39 +63,38 @@ pub async fn verify(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let label = app.metrics.as_ref().and_then(|_| {
-        let edge = app.config.server.forward_auth.as_ref()?.edge;
-        let uri = header(&headers, edge.original_headers().0)?;
-        let route = app
-            .proxy
-            .routes()
-            .route_of(uri.split(['?', '#']).next().unwrap_or_default())?;
-        Some(crate::metrics::RouteLabel(route.label.clone()))
-    });
-    let mut resp = decide(&app, peer, &headers).await.into_response();
+    let mut label = None;
+    let mut resp = decide(&app, peer, &headers, &mut label)
+        .await
+        .into_response();
     if let Some(label) = label {
         resp.extensions_mut().insert(label);
     }
     resp
 }
 
+/// The decision; `label` gets the route the original path falls under, for the metrics.
 async fn decide(
     app: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
+    label: &mut Option<crate::metrics::RouteLabel>,
 ) -> Result<Response, ApiError> {
     let Some(edge) = app.config.server.forward_auth.as_ref().map(|f| f.edge) else {
         return Err(ApiError::new(ErrorCode::NotFound));
     };
     let original = original(headers, edge)?;
+    let path = original.uri.split(['?', '#']).next().unwrap_or_default();
+    let found = app.proxy.routes().find(path);
+    *label = super::admit::route_label(app, &found);
     let ask = Ask {
         method: &original.method,
-        path: original.uri.split(['?', '#']).next().unwrap_or_default(),
+        path,
         headers,
         peer: peer.ip(),
         surface: Surface::Edge,
     };
-    let pass = match admit(app, ask).await {
+    let pass = match admit(app, found, ask).await {
         Ok(Admission::Pass(pass)) => pass,
         Ok(Admission::Unrouted) => return Err(ApiError::new(ErrorCode::NotFound)),
         Err(e) => return Ok(refused(app, headers, &original, edge, e)),

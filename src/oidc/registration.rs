@@ -247,21 +247,11 @@ pub async fn ensure(
 }
 
 async fn load(sessions: &Sessions, key: &StoreKey) -> Result<Option<Registered>, StoreError> {
-    Ok(sessions
-        .store()
-        .load(key)
-        .await?
-        .and_then(|sealed| sessions.open_value(key, &sealed)))
+    sessions.load_value(key).await
 }
 
 async fn save(sessions: &Sessions, key: &StoreKey, r: &Registered) -> Result<(), StoreError> {
-    let sealed = sessions.seal_value(key, r);
-    let until = SystemTime::now() + KEEP;
-    let store = sessions.store();
-    if !store.update(key, sealed.clone(), until).await? {
-        store.create(key, sealed, until).await?;
-    }
-    Ok(())
+    sessions.put_value(key, r, SystemTime::now() + KEEP).await
 }
 
 /// RFC 7591 §3.1: a new registration.

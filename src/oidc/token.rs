@@ -203,13 +203,41 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
     form: Vec<(&'a str, &'a str)>,
     dpop: Option<Dpop<'_>>,
 ) -> Result<T, TokenError> {
+    let body = post_raw(http, endpoint, provider, token_endpoint, form, dpop).await?;
+    serde_json::from_slice(&body).map_err(|e| TokenError::Unavailable(Box::new(e)))
+}
+
+/// [`post`] to an endpoint whose success has no body to read (RFC 7009 revocation answers
+/// `200` with an empty one).
+pub(crate) async fn post_without_answer<'a>(
+    http: &reqwest::Client,
+    endpoint: &url::Url,
+    provider: &'a ProviderConfig,
+    token_endpoint: &url::Url,
+    form: Vec<(&'a str, &'a str)>,
+) -> Result<(), TokenError> {
+    post_raw(http, endpoint, provider, token_endpoint, form, None)
+        .await
+        .map(drop)
+}
+
+/// The body of a successful answer; an OAuth error answer is `Refused` (after one retry with a
+/// new DPoP nonce, when the provider asks for one), anything else `Unavailable`.
+async fn post_raw<'a>(
+    http: &reqwest::Client,
+    endpoint: &url::Url,
+    provider: &'a ProviderConfig,
+    token_endpoint: &url::Url,
+    form: Vec<(&'a str, &'a str)>,
+    dpop: Option<Dpop<'_>>,
+) -> Result<Vec<u8>, TokenError> {
     let mut retried = false;
     loop {
         let (status, headers, body) =
             send(http, endpoint, provider, token_endpoint, form.clone(), dpop).await?;
         let nonce_is_new = dpop.is_some_and(|d| d.learn_nonce(&headers));
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| TokenError::Unavailable(Box::new(e)));
+            return Ok(body);
         }
         if status.is_client_error()
             && let Ok(err) = serde_json::from_slice::<OAuthError>(&body)
@@ -227,34 +255,9 @@ pub(crate) async fn post<'a, T: serde::de::DeserializeOwned>(
             return Err(TokenError::Refused { error });
         }
         return Err(TokenError::Unavailable(
-            format!("token endpoint answered {status}").into(),
+            format!("the provider answered {status}").into(),
         ));
     }
-}
-
-/// POSTs a form to an authenticated endpoint whose success has no body to read (RFC 7009
-/// revocation answers `200` with an empty one).
-pub(crate) async fn post_without_answer<'a>(
-    http: &reqwest::Client,
-    endpoint: &url::Url,
-    provider: &'a ProviderConfig,
-    token_endpoint: &url::Url,
-    form: Vec<(&'a str, &'a str)>,
-) -> Result<(), TokenError> {
-    let (status, _, body) = send(http, endpoint, provider, token_endpoint, form, None).await?;
-    if status.is_success() {
-        return Ok(());
-    }
-    if status.is_client_error()
-        && let Ok(err) = serde_json::from_slice::<OAuthError>(&body)
-        && err.error.len() <= 64
-        && err.error.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(TokenError::Refused { error: err.error });
-    }
-    Err(TokenError::Unavailable(
-        format!("endpoint answered {status}").into(),
-    ))
 }
 
 /// One authenticated POST: a fresh client assertion (its `jti` is single-use) and DPoP proof.

@@ -168,17 +168,6 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The route serving `path`, without mapping the upstream path (for naming the request in
-    /// metrics); `None` also for a path with no safe normal form.
-    pub fn route_of(&self, path: &str) -> Option<&Route> {
-        let path = normalize(path).ok()?;
-        let mut params = Vec::new();
-        self.routes.iter().find(|route| {
-            params.clear();
-            route.matches(&path, &mut params).is_some()
-        })
-    }
-
     /// The route serving `path` (raw, still percent-encoded), if any, matched on the path's
     /// normal form.
     ///

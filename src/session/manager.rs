@@ -235,6 +235,39 @@ impl Sessions {
         Bytes::from(self.sealer.seal(key.as_bytes(), &plain))
     }
 
+    /// A value kept beside the sessions (a shared token, a registration) under `key`, sealed
+    /// with [`Sessions::seal_value`]; `None` when absent or when it does not open.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn load_value<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &StoreKey,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .store
+            .load(key)
+            .await?
+            .and_then(|sealed| self.open_value(key, &sealed)))
+    }
+
+    /// Seals `value` and stores it under `key` until `until`, replacing what is there.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn put_value<T: serde::Serialize>(
+        &self,
+        key: &StoreKey,
+        value: &T,
+        until: std::time::SystemTime,
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal_value(key, value);
+        if !self.store.update(key, sealed.clone(), until).await? {
+            self.store.create(key, sealed, until).await?;
+        }
+        Ok(())
+    }
+
     fn store_expiry(&self, record: &SessionRecord) -> std::time::SystemTime {
         from_unix(
             record

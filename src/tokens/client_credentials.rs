@@ -189,12 +189,8 @@ impl Broker {
             expires_at: resp.access_expires_at(now, self.default_lifetime),
             access_token: resp.access_token,
         });
-        let sealed = sessions.seal_value(&entry.key, &*token);
         let until = crate::session::from_unix(token.expires_at);
-        let store = sessions.store();
-        if !store.update(&entry.key, sealed.clone(), until).await? {
-            store.create(&entry.key, sealed, until).await?;
-        }
+        sessions.put_value(&entry.key, &*token, until).await?;
         tracing::debug!(service = %entry.service, "client-credentials token obtained");
         Ok(token)
     }
@@ -205,10 +201,8 @@ async fn load(
     sessions: &Sessions,
     entry: &Entry,
 ) -> Result<Option<Arc<SharedToken>>, TokenFailure> {
-    let Some(sealed) = sessions.store().load(&entry.key).await? else {
-        return Ok(None);
-    };
     Ok(sessions
-        .open_value::<SharedToken>(&entry.key, &sealed)
+        .load_value::<SharedToken>(&entry.key)
+        .await?
         .map(Arc::new))
 }

@@ -231,13 +231,7 @@ async fn assertions_for_the_token_endpoint_also_authenticate_pushed_requests() {
     let b = stack.browser();
     let to_provider = b.start_login("return_to=/").await;
     assert!(to_provider.contains("request_uri="), "{to_provider}");
-    let callback = b.through_provider(&to_provider, "alice").await;
-    let page = b.get(&callback).await;
-    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
-    assert_eq!(
-        b.fetch(Method::GET, "/api/echo/x").await.status,
-        StatusCode::OK
-    );
+    crate::par::finish(&b, &to_provider).await;
 }
 
 /// Token exchange and client credentials authenticate with assertions too (the provider

@@ -17,7 +17,7 @@ fn query_keys(url: &str) -> Vec<String> {
 }
 
 /// Logs in as alice from the provider URL a login start gave, and checks the session works.
-async fn finish(b: &Browser, to_provider: &str) {
+pub async fn finish(b: &Browser, to_provider: &str) {
     let callback = b.through_provider(to_provider, "alice").await;
     let page = b.get(&callback).await;
     assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);

@@ -265,3 +265,33 @@ async fn a_wrong_initial_access_token_leaves_sallyport_not_ready_and_starts_no_l
     );
     assert_eq!(stack.provider.stats().await["registrations"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_stored_registration_an_unset_initial_access_token_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start_with(
+        |p| p.config = json!({ "registration": { "initial_access_token": IAT } }),
+        |g| {
+            registering(g, dir.path(), file_store(dir.path()));
+            // The config names ${TEST_DCR_IAT}; the environment no longer has it.
+            g.env.clear();
+        },
+    )
+    .await;
+    let b = stack.browser();
+    let ready = eventually(Duration::from_secs(2), || async {
+        (b.fetch(Method::GET, "/auth/ready").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert!(ready.is_none(), "never ready without a registration");
+    assert_eq!(
+        b.get("/auth/login?return_to=/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let stats = stack.provider.stats().await;
+    assert_eq!(stats["registrations"], 0);
+    assert_eq!(
+        stats["registration_errors"], 0,
+        "the provider is not even asked"
+    );
+}
