@@ -61,10 +61,23 @@ pub struct Config {
 }
 
 /// `telemetry`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     /// Record metrics and serve them at `GET /metrics` on `server.admin_listen`.
     pub metrics: bool,
+    /// Export traces over OTLP/HTTP; `None` leaves tracing off (and free).
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `telemetry.otlp`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// Where spans are posted: the collector's `/v1/traces`.
+    pub traces_url: Url,
+    /// The share of traces started here that are recorded, `0.0..=1.0`.
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
 }
 
 /// `server`.

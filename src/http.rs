@@ -170,7 +170,10 @@ impl Public {
         let observed = metrics
             .as_deref()
             .map(|m| (m, crate::metrics::Listener::public));
-        crate::telemetry::observe(req, observed, |mut req| async move {
+        // Only a trusted edge's trace context is continued.
+        let traced = crate::telemetry::trace::enabled()
+            .then(|| client::is_trusted(peer.ip(), &app.config.server.trusted_proxies));
+        crate::telemetry::observe(req, observed, traced, |mut req| async move {
             let allowed = match cors::before(&app, &req) {
                 ControlFlow::Continue(allowed) => allowed,
                 ControlFlow::Break(preflight) => return preflight,
@@ -229,12 +232,21 @@ pub fn forward_router(state: AppState) -> Router {
 }
 
 /// Correlation id, error rendering, the request log line and its metrics, as on the public
-/// port.
+/// port; a trace span for forward-auth checks (the admin port's scrapes and probes get none).
 async fn observed(
     State((app, listener)): State<(AppState, crate::metrics::Listener)>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
     let observed = app.metrics.as_deref().map(|m| (m, listener));
-    crate::telemetry::observe(req, observed, |req| next.run(req)).await
+    let traced = (crate::telemetry::trace::enabled()
+        && listener == crate::metrics::Listener::forward_auth)
+        .then(|| {
+            req.extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some_and(|peer| {
+                    client::is_trusted(peer.0.ip(), &app.config.server.trusted_proxies)
+                })
+        });
+    crate::telemetry::observe(req, observed, traced, |req| next.run(req)).await
 }

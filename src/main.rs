@@ -132,11 +132,12 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(match cli.log_format {
+    let format = match cli.log_format {
         Format::Text => LogFormat::Text,
         Format::Json => LogFormat::Json,
-    });
+    };
     if let Some(Command::Keys { action }) = cli.command {
+        telemetry::init(format, None);
         return keys(action);
     }
     let config = match load(&cli.config) {
@@ -144,6 +145,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if let Some(Command::Sessions { action }) = cli.command {
+        telemetry::init(format, None);
         return sessions(&config, action);
     }
     if let Some(Command::Check) = cli.command {
@@ -164,8 +166,15 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // Before the runtime: the span exporter sends from a thread of its own.
+    let spans = telemetry::init(format, config.telemetry.otlp.as_ref());
     let runtime = sallyport::runtime().expect("building the tokio runtime");
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    drop(runtime);
+    if let Some(spans) = spans {
+        spans.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut msg = e.to_string();

@@ -195,6 +195,11 @@ pub struct RefusalLabels {
 }
 
 /// Sallyport's own endpoints, as route labels.
+/// `path` when it is one of Sallyport's own endpoints (a bounded name for a request).
+pub fn own_endpoint(path: &str) -> Option<&'static str> {
+    OWN.iter().find(|p| **p == path).copied()
+}
+
 const OWN: [&str; 13] = [
     "/auth/login",
     "/auth/callback",

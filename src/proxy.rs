@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tracing::Instrument as _;
 
 use crate::config::{Config, IdentityHeader, TokenKind};
 use crate::error::{ApiError, ErrorCode};
@@ -256,12 +257,32 @@ impl Proxy {
                 Err(_) => tracing::warn!("a DPoP proof is not valid header text; not sent"),
             }
         }
+        // The upstream call's span (until the response headers), whose context the upstream
+        // continues.
+        let span = tracing::debug_span!(
+            target: crate::telemetry::trace::TARGET,
+            "upstream",
+            otel.kind = "client",
+            sallyport.service = %up.name,
+            http.request.method = %parts.method,
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::trace::inject(&span, &mut parts.headers);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
 
         let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(up.timeout, self.client.request(upstream_req)).await;
+        let answer = tokio::time::timeout(up.timeout, self.client.request(upstream_req))
+            .instrument(span.clone())
+            .await;
+        match &answer {
+            Ok(Ok(resp)) => {
+                span.record("http.response.status_code", resp.status().as_u16());
+            }
+            Err(_) => crate::telemetry::trace::failed(&span, "timeout"),
+            Ok(Err(_)) => crate::telemetry::trace::failed(&span, "upstream_error"),
+        }
         if let Some(m) = &self.metrics {
             let labels = crate::metrics::ServiceLabels {
                 service: up.label.clone(),

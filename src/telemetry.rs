@@ -1,7 +1,10 @@
-//! Logs and correlation ids: the subscriber, and the middleware that gives each request a
-//! correlation id, logs one line per request, and renders error bodies.
+//! Logs, traces and correlation ids: the subscriber, and the middleware that gives each
+//! request a correlation id (and a trace span when tracing is on), logs one line per request,
+//! and renders error bodies.
 //!
 //! Query strings are never logged: on `/auth/callback` they carry the code and state.
+
+pub mod trace;
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -78,31 +81,115 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber: stderr, filter from `RUST_LOG` (default `info`).
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber: log lines on stderr, filtered by `RUST_LOG` (default
+/// `info`), and, with `otlp`, spans exported over OTLP/HTTP. Returns the exporter, to be shut
+/// down (flushing the last spans) when the process ends.
+///
+/// Each output has a filter of its own: `RUST_LOG` never decides which spans are exported,
+/// and the exporter never sees log events.
+pub fn init(
+    format: LogFormat,
+    otlp: Option<&crate::config::OtlpConfig>,
+) -> Option<trace::Exporter> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.fmt_fields(text_fields()).with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
     };
+    let (spans, exporter, failed) = match otlp.map(trace::layer) {
+        None => (None, None, None),
+        Some(Ok((layer, exporter))) => {
+            let only_ours = tracing_subscriber::filter::Targets::new()
+                .with_target(trace::TARGET, tracing::Level::DEBUG);
+            (Some(layer.with_filter(only_ours)), Some(exporter), None)
+        }
+        Some(Err(e)) => (None, None, Some(e)),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
+    if let Some(e) = failed {
+        tracing::error!(error = %e, "traces are off");
+    }
+    exporter
+}
+
+/// Text log fields as the default formatter writes them, without the `otel.*` fields that
+/// only steer the span exporter.
+fn text_fields() -> TextFields {
+    TextFields
+}
+
+/// See [`text_fields`].
+struct TextFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for TextFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = TextVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for TextVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") {
+            return;
+        }
+        let sep = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        self.result = match name {
+            "message" => write!(self.writer, "{sep}{value:?}"),
+            name => write!(
+                self.writer,
+                "{sep}{}={value:?}",
+                name.strip_prefix("r#").unwrap_or(name)
+            ),
+        };
+    }
 }
 
 /// Runs `handle` for `req` with a correlation id, renders its error (if any), logs one
 /// access line, and records the request in `metrics` (as answered by `listener`): the outermost
 /// part of every listener's service.
+///
+/// With tracing on, `traced` says whether the request gets a span (`Some`) and whether its
+/// sender is a trusted edge whose trace context it continues (`Some(true)`).
 pub async fn observe<F, Fut>(
     mut req: Request,
     metrics: Option<(&crate::metrics::Metrics, crate::metrics::Listener)>,
+    traced: Option<bool>,
     handle: F,
 ) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
+    use tracing::Instrument as _;
     let started = Instant::now();
     let cid = CorrelationId::new();
     let method = req.method().clone();
@@ -113,14 +200,35 @@ where
         req.headers().get(header::ACCEPT).cloned(),
         req.headers().get(&SEC_FETCH_DEST).cloned(),
     );
+    let span = match traced {
+        Some(trusted) => trace::request_span(&method, &path, req.headers(), trusted),
+        None => tracing::Span::none(),
+    };
     req.extensions_mut().insert(cid.clone());
     let id = cid.as_str();
 
-    let mut resp = handle(req).await;
+    let mut resp = handle(req).instrument(span.clone()).await;
+    // The lines below carry the span's trace id.
+    let _entered = span.enter();
 
+    let route = resp
+        .extensions_mut()
+        .remove::<crate::metrics::RouteLabel>()
+        .map(|label| label.0);
+    if !span.is_disabled() {
+        let code = resp
+            .extensions()
+            .get::<ErrorInfo>()
+            .map(|i| i.code.as_str());
+        let name = match &route {
+            Some(label) => Some(&*label.0),
+            None => crate::metrics::own_endpoint(&path),
+        };
+        trace::finish_request(&span, &method, name, resp.status().as_u16(), code);
+    }
     if let Some((m, listener)) = metrics {
-        let route = match resp.extensions_mut().remove::<crate::metrics::RouteLabel>() {
-            Some(label) => label.0,
+        let route = match route {
+            Some(label) => label,
             None => m.own_route(&path),
         };
         m.request(
@@ -256,6 +364,41 @@ pub fn html_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_lines_show_span_and_event_fields_but_not_the_exporter_s() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Buffer::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(text_fields())
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", otel.kind = "server", trace_id = "abc");
+            let _in = span.enter();
+            tracing::info!(status = 200, r#type = "x", "request done");
+        });
+        let line = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(line.contains("request{trace_id=\"abc\"}"), "{line}");
+        assert!(
+            line.contains("request done status=200 type=\"x\""),
+            "{line}"
+        );
+        assert!(!line.contains("otel"), "{line}");
+    }
 
     #[test]
     fn correlation_ids_are_distinct_and_header_safe() {

@@ -179,6 +179,12 @@ impl Pdp {
         if let Some(bearer) = bearer {
             request = request.bearer_auth(bearer);
         }
+        if crate::telemetry::trace::enabled() {
+            // The decision point continues the request's trace.
+            let mut headers = http::HeaderMap::new();
+            crate::telemetry::trace::inject(&tracing::Span::current(), &mut headers);
+            request = request.headers(headers);
+        }
         let mut resp = request.send().await.map_err(|e| {
             unavailable(if e.is_timeout() {
                 format!("no answer within {:?}", self.timeout)

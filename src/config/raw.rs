@@ -63,6 +63,22 @@ pub(crate) struct RawAdmin {
 pub(crate) struct RawTelemetry {
     /// `GET /metrics` on `server.admin_listen` (default true).
     pub(crate) metrics: Option<bool>,
+    /// OpenTelemetry traces over OTLP/HTTP; off when absent.
+    pub(crate) otlp: Option<RawOtlp>,
+}
+
+/// `telemetry.otlp`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOtlp {
+    /// The collector's OTLP/HTTP base URL (`/v1/traces` is added when it has no path).
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) endpoint: Option<String>,
+    /// The share of new traces recorded (default 1); an edge's sampling decision is followed.
+    pub(crate) sample_ratio: Option<f64>,
+    /// `service.name` of the spans (default `sallyport`).
+    #[serde(default, deserialize_with = "scalar_string")]
+    pub(crate) service_name: Option<String>,
 }
 
 /// One entry of `signing_keys`.

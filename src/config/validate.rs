@@ -339,6 +339,7 @@ impl Validator {
                 );
             }
         }
+        let otlp = raw.telemetry.otlp.as_ref().and_then(|o| self.otlp(o));
         let tokens = TokensConfig {
             refresh_before: self.duration(
                 "tokens.refresh_before",
@@ -417,9 +418,59 @@ impl Validator {
             signing_keys,
             telemetry: TelemetryConfig {
                 metrics: raw.telemetry.metrics.unwrap_or(true),
+                otlp,
             },
             admin_token,
             warnings: Vec::new(),
+        })
+    }
+}
+
+impl Validator {
+    /// `telemetry.otlp`: the collector's URL and the sampling ratio.
+    fn otlp(&mut self, raw: &super::raw::RawOtlp) -> Option<OtlpConfig> {
+        let sample_ratio = match raw.sample_ratio {
+            None => 1.0,
+            Some(r) if (0.0..=1.0).contains(&r) => r,
+            Some(r) => {
+                self.err(
+                    "telemetry.otlp.sample_ratio",
+                    format!("is {r}; give a share between 0 (none) and 1 (every trace)"),
+                );
+                return None;
+            }
+        };
+        let service_name = match raw.service_name.as_deref() {
+            None => "sallyport".to_owned(),
+            Some("") => {
+                self.err(
+                    "telemetry.otlp.service_name",
+                    "is empty; leave it out for sallyport",
+                );
+                return None;
+            }
+            Some(name) => name.to_owned(),
+        };
+        let endpoint = self.required("telemetry.otlp.endpoint", raw.endpoint.as_ref())?;
+        let mut url = match Url::parse(endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => u,
+            _ => {
+                self.err(
+                    "telemetry.otlp.endpoint",
+                    "is not an http(s) URL; give the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318",
+                );
+                return None;
+            }
+        };
+        // The OTLP exporter spec: a base URL gets the signal's path, a URL with a path is
+        // taken as it is.
+        if url.path() == "/" {
+            url.set_path("/v1/traces");
+        }
+        Some(OtlpConfig {
+            traces_url: url,
+            sample_ratio,
+            service_name,
         })
     }
 }

@@ -26,6 +26,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use http::{HeaderMap, HeaderValue, Method, header};
 
@@ -195,9 +196,12 @@ impl Pass<'_> {
 /// in the metrics).
 pub type Found<'a> = Result<Option<Match<'a>>, crate::proxy::routes::PathError>;
 
-/// The metrics' name of a request under `found`'s route, when metrics are kept.
+/// The name of a request under `found`'s route, for the metrics and the trace span (when
+/// either is on).
 pub fn route_label(app: &AppState, found: &Found<'_>) -> Option<crate::metrics::RouteLabel> {
-    app.metrics.as_ref()?;
+    if app.metrics.is_none() && !crate::telemetry::trace::enabled() {
+        return None;
+    }
     let m = found.as_ref().ok()?.as_ref()?;
     Some(crate::metrics::RouteLabel(m.route.label.clone()))
 }
@@ -237,7 +241,8 @@ pub async fn admit<'a>(
             Identity::Bearer { token, sub, issuer }
         }
         (AuthMode::Session | AuthMode::SessionOrBearer | AuthMode::Optional, None) => {
-            match app.sessions.lookup(ask.headers).await? {
+            let span = tracing::debug_span!(target: crate::telemetry::trace::TARGET, "session");
+            match app.sessions.lookup(ask.headers).instrument(span).await? {
                 Lookup::Found(s) => {
                     csrf(app, &ask, route.is_some(), &s.record.csrf_token)?;
                     step_up(app, route.as_ref(), &s)?;
@@ -360,13 +365,29 @@ pub(crate) async fn decide(
     pdp: crate::config::PdpRef,
     question: &crate::authz::Question<'_>,
 ) -> Result<crate::authz::Decision, ApiError> {
-    app.authz
+    let span = tracing::debug_span!(
+        target: crate::telemetry::trace::TARGET,
+        "pdp",
+        sallyport.decision = tracing::field::Empty,
+    );
+    let decision = app
+        .authz
         .decide(pdp, question, |plan| {
             app.broker
                 .client_credentials(&app.sessions, &app.providers, plan)
         })
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::PdpUnavailable).with_cause(e))
+        .instrument(span.clone())
+        .await;
+    match &decision {
+        Ok(d) => {
+            span.record(
+                "sallyport.decision",
+                if d.permit { "permit" } else { "deny" },
+            );
+        }
+        Err(_) => crate::telemetry::trace::failed(&span, "pdp_unavailable"),
+    }
+    decision.map_err(|e| ApiError::new(ErrorCode::PdpUnavailable).with_cause(e))
 }
 
 /// The request's `Accept-Language`, which picks the language of a denial's reason.

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +120,16 @@ impl Broker {
         {
             return Ok(token);
         }
-        Box::pin(self.renew_shared(sessions, providers, entry)).await
+        let span = tracing::debug_span!(
+            target: crate::telemetry::trace::TARGET,
+            "client_credentials",
+            sallyport.service = %self.plans[service].name,
+        );
+        Box::pin(
+            self.renew_shared(sessions, providers, entry)
+                .instrument(span),
+        )
+        .await
     }
 
     async fn renew_shared(

@@ -7,6 +7,7 @@ use crate::config::SubjectToken;
 use crate::oidc::{Provider, TokenError};
 use crate::session::manager::{Loaded, Sessions};
 use crate::session::{ServiceToken, SessionRecord, StoreKey};
+use tracing::Instrument as _;
 
 impl Broker {
     /// The session, holding a token for `service` (an `exchange` service) that is not about to
@@ -27,7 +28,16 @@ impl Broker {
         if self.usable(plan, &session.record, sessions.clock().unix()) {
             return Ok(session);
         }
-        Box::pin(self.exchange(sessions, providers, session, plan)).await
+        let span = tracing::debug_span!(
+            target: crate::telemetry::trace::TARGET,
+            "exchange",
+            sallyport.service = %plan.name,
+        );
+        Box::pin(
+            self.exchange(sessions, providers, session, plan)
+                .instrument(span),
+        )
+        .await
     }
 
     /// Whether `record` holds a token for `plan`'s service that is not due for renewal.

@@ -7,6 +7,7 @@ use crate::oidc::{Provider, TokenError};
 use crate::secret::IdToken;
 use crate::session::manager::{Loaded, Sessions};
 use crate::session::{SessionRecord, StoreKey};
+use tracing::Instrument as _;
 
 impl Broker {
     /// Whether the session's tokens are due for a refresh at `now` (unix seconds): its access
@@ -37,7 +38,16 @@ impl Broker {
         }
         // The refresh path holds a provider call's state (kilobytes). Boxed, it stays out of
         // every proxied request's future, which axum moves several times per request.
-        Box::pin(self.refresh(sessions, provider, session.key, id_token)).await
+        let span = tracing::debug_span!(
+            target: crate::telemetry::trace::TARGET,
+            "refresh",
+            sallyport.provider = %provider.config().name,
+        );
+        Box::pin(
+            self.refresh(sessions, provider, session.key, id_token)
+                .instrument(span),
+        )
+        .await
     }
 
     async fn refresh(

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod caddy;
 pub mod gateway;
 pub mod nginx;
+pub mod otlp;
 pub mod pdp;
 pub mod prometheus;
 pub mod provider;

@@ -34,3 +34,4 @@ mod spa;
 mod step_up;
 mod stores;
 mod streaming;
+mod traces;

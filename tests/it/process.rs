@@ -13,14 +13,14 @@ use crate::harness::upstream::Upstream;
 use crate::harness::{CLIENT_SECRET, eventually, free_port};
 
 /// The binary, stopped by PID when dropped.
-struct Sallyport {
+pub(crate) struct Sallyport {
     child: Child,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Sallyport {
-    async fn start(opts: &GatewayOptions, rust_log: &str) -> Sallyport {
+    pub(crate) async fn start(opts: &GatewayOptions, rust_log: &str) -> Sallyport {
         Self::start_on(opts, rust_log, None).await
     }
 
@@ -69,7 +69,12 @@ impl Sallyport {
         }
     }
 
-    fn log(&self) -> String {
+    /// Stops the process by SIGTERM, as its operator would (it finishes what it was doing).
+    pub(crate) fn stop(&mut self) {
+        crate::harness::stop_process(&mut self.child);
+    }
+
+    pub(crate) fn log(&self) -> String {
         let mut s = String::new();
         std::fs::File::open(&self.log)
             .unwrap()
@@ -88,7 +93,7 @@ impl Drop for Sallyport {
 
 /// A provider, an upstream, and options whose tokens are always due for a refresh (120 s
 /// tokens, refreshed 200 s before they expire).
-async fn refreshing_stack() -> (u16, Provider, Upstream, GatewayOptions) {
+pub(crate) async fn refreshing_stack() -> (u16, Provider, Upstream, GatewayOptions) {
     let port = free_port();
     let mut popts = ProviderOptions::new(port);
     popts.access_token_ttl = 120;

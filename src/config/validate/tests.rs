@@ -1407,3 +1407,50 @@ fn the_admin_token_must_be_long_and_is_kept_secret() {
         c.warnings
     );
 }
+
+#[test]
+fn otlp_traces_take_a_collector_url_and_a_share_to_sample() {
+    let with = |otlp: &str| format!("{}telemetry:\n  otlp: {otlp}\n", base());
+    let c = Config::parse(
+        &with("{ endpoint: http://127.0.0.1:4318 }"),
+        Path::new("."),
+        &env(),
+    )
+    .unwrap();
+    let otlp = c.telemetry.otlp.unwrap();
+    assert_eq!(otlp.traces_url.as_str(), "http://127.0.0.1:4318/v1/traces");
+    assert!((otlp.sample_ratio - 1.0).abs() < f64::EPSILON);
+    assert_eq!(otlp.service_name, "sallyport");
+    let c = Config::parse(
+        &with("{ endpoint: \"https://otel.example.com/custom/path\", sample_ratio: 0.25, service_name: edge }"),
+        Path::new("."),
+        &env(),
+    )
+    .unwrap();
+    let otlp = c.telemetry.otlp.unwrap();
+    assert_eq!(
+        otlp.traces_url.as_str(),
+        "https://otel.example.com/custom/path"
+    );
+    assert!((otlp.sample_ratio - 0.25).abs() < f64::EPSILON);
+    assert_eq!(otlp.service_name, "edge");
+    assert!(
+        Config::parse(&base(), Path::new("."), &env())
+            .unwrap()
+            .telemetry
+            .otlp
+            .is_none(),
+        "off by default"
+    );
+    let e = errors(&with(
+        "{ endpoint: http://127.0.0.1:4318, sample_ratio: 1.5 }",
+    ));
+    assert!(has(&e, "telemetry.otlp.sample_ratio: is 1.5"), "{e:?}");
+    let e = errors(&with("{ endpoint: \"127.0.0.1:4318\" }"));
+    assert!(
+        has(&e, "telemetry.otlp.endpoint: is not an http(s) URL"),
+        "{e:?}"
+    );
+    let e = errors(&with("{ sample_ratio: 0.5 }"));
+    assert!(has(&e, "telemetry.otlp.endpoint: is required"), "{e:?}");
+}

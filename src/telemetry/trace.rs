@@ -1,0 +1,199 @@
+//! Distributed tracing: OpenTelemetry spans exported over OTLP/HTTP, the W3C trace context
+//! continued from a trusted edge and passed on to upstreams.
+//!
+//! Off unless `telemetry.otlp` is set, and then free: every span Sallyport opens is either
+//! made only when tracing is on ([`request_span`]) or sits at [`TARGET`] below `info`, which
+//! only the OTLP layer listens to; with no such layer those callsites are disabled once and
+//! cost a load each.
+//!
+//! No span attribute holds a header value, a query string, a cookie or a token: the request
+//! span names the method, the route and the path; the others name a provider, a service or a
+//! decision point.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{HeaderMap, HeaderName, Method};
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{Status, TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::config::OtlpConfig;
+
+/// The target of Sallyport's spans: the OTLP layer takes these and nothing else (log events
+/// stay log lines, never span events that might carry more than a log line does).
+pub const TARGET: &str = "sallyport::otel";
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether traces are recorded (`telemetry.otlp` was set when the process started).
+#[inline]
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// The tracer provider, kept by `main` to send the last spans before the process exits.
+#[derive(Debug)]
+pub struct Exporter(SdkTracerProvider);
+
+impl Exporter {
+    /// Sends what is buffered and stops the export thread.
+    pub fn shutdown(self) {
+        if let Err(e) = self.0.shutdown() {
+            tracing::warn!(error = %e, "sending the last spans failed");
+        }
+    }
+}
+
+/// The OTLP layer for `cfg`, and its exporter.
+///
+/// # Errors
+/// When the exporter cannot be built (a message for the log).
+pub(super) fn layer<S>(
+    cfg: &OtlpConfig,
+) -> Result<
+    (
+        impl tracing_subscriber::Layer<S> + Send + Sync + 'static,
+        Exporter,
+    ),
+    String,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    // The batch processor exports from a thread of its own, without a Tokio runtime: the
+    // blocking HTTP client is the one that works there.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(cfg.traces_url.as_str())
+        .with_headers(Default::default())
+        .build()
+        .map_err(|e| format!("telemetry.otlp: building the exporter: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(cfg.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            cfg.sample_ratio,
+        ))))
+        .with_resource(resource)
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("sallyport"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false);
+    ON.store(true, Ordering::Relaxed);
+    Ok((layer, Exporter(provider)))
+}
+
+/// The span of one request when tracing is on (else a disabled one), continuing the trace
+/// context of `headers` when they come from a trusted edge (`trusted`): a browser or any
+/// other client cannot pick our trace ids or force sampling.
+///
+/// The span's `trace_id` field puts the id on every log line written under it.
+pub(crate) fn request_span(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    trusted: bool,
+) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: TARGET,
+        "request",
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+    );
+    if trusted {
+        let parent =
+            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
+        let _ = span.set_parent(parent);
+    }
+    let cx = span.context();
+    let otel = cx.span();
+    span.record(
+        "trace_id",
+        tracing::field::display(otel.span_context().trace_id()),
+    );
+    otel.update_name(method.as_str().to_owned());
+    otel.set_attribute(opentelemetry::KeyValue::new(
+        "http.request.method",
+        method.as_str().to_owned(),
+    ));
+    otel.set_attribute(opentelemetry::KeyValue::new("url.path", path.to_owned()));
+    span
+}
+
+/// Completes a request span: named by its route (`{method} {route}`), with the status, an
+/// error status for `5xx`, and the error code of a refusal.
+pub(crate) fn finish_request(
+    span: &Span,
+    method: &Method,
+    route: Option<&str>,
+    status: u16,
+    code: Option<&str>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    let cx = span.context();
+    let otel = cx.span();
+    if let Some(route) = route {
+        otel.update_name(format!("{method} {route}"));
+        otel.set_attribute(opentelemetry::KeyValue::new("http.route", route.to_owned()));
+    }
+    otel.set_attribute(opentelemetry::KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if let Some(code) = code {
+        otel.set_attribute(opentelemetry::KeyValue::new("error.type", code.to_owned()));
+    }
+    if status >= 500 {
+        otel.set_status(Status::error(code.unwrap_or("server error").to_owned()));
+    }
+}
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Puts `span`'s trace context on a request to an upstream, replacing whatever the client
+/// sent. Without tracing the headers pass as they came.
+pub(crate) fn inject(span: &Span, headers: &mut HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    headers.remove(&TRACEPARENT);
+    headers.remove(&TRACESTATE);
+    TraceContextPropagator::new().inject_context(
+        &span.context(),
+        &mut opentelemetry_http::HeaderInjector(headers),
+    );
+    // The propagator writes an empty `tracestate` when there is none.
+    if headers.get(&TRACESTATE).is_some_and(|v| v.is_empty()) {
+        headers.remove(&TRACESTATE);
+    }
+}
+
+/// Marks `span` failed (an error status and `error.type`), when tracing is on.
+pub(crate) fn failed(span: &Span, kind: &'static str) {
+    if span.is_disabled() {
+        return;
+    }
+    let cx = span.context();
+    cx.span()
+        .set_attribute(opentelemetry::KeyValue::new("error.type", kind));
+    cx.span().set_status(Status::error(kind));
+}
