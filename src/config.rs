@@ -306,7 +306,7 @@ pub struct ProviderConfig {
 }
 
 /// `session`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// Which backend holds sessions.
     pub store: StoreConfig,

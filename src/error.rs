@@ -92,6 +92,8 @@ error_codes! {
     CorsOriginDenied = "cors_origin_denied", FORBIDDEN, "this origin may not call Sallyport";
     /// Nothing here.
     NotFound = "not_found", NOT_FOUND, "no such resource";
+    /// A reload found problems in the configuration file (the running one stays).
+    InvalidConfig = "invalid_config", UNPROCESSABLE_ENTITY, "the configuration file has problems; the running configuration stays";
     /// The route does not accept the method (`Allow` lists what it does).
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "this route does not accept the method";
     /// The body is larger than the route's `max_body`.

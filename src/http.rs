@@ -64,6 +64,10 @@ pub struct Shared {
     pub par_budget: limits::RateLimiter,
     /// Metrics, when `telemetry.metrics` is on.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The client for providers and decision points (its pool outlives reloads).
+    pub http: reqwest::Client,
+    /// Where the admin API asks for a reload.
+    pub reloads: crate::reload::Requests,
 }
 
 impl AppState {
@@ -209,6 +213,7 @@ pub fn admin_router(state: AppState) -> Router {
         )
         .route("/admin/sessions/{handle}", delete(admin::revoke_one))
         .route("/admin/ready", get(admin::ready))
+        .route("/admin/reload", post(admin::reload))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(
             (state, crate::metrics::Listener::admin),

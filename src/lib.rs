@@ -17,7 +17,8 @@
 //!   handlers, CSRF, errors.
 //! - [`listener`]: accepting connections, with header-read timeout, connection cap and
 //!   graceful shutdown.
-//! - [`telemetry`]: logs and correlation ids.
+//! - [`telemetry`]: logs, traces and correlation ids.
+//! - [`reload`]: configuration reload (what changes, what needs a restart).
 //!
 //! [`serve`] takes already-bound listeners and a shutdown future, so `main` and the tests run
 //! the same code.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod random;
+pub mod reload;
 pub mod secret;
 pub mod session;
 pub mod store;
@@ -85,10 +87,95 @@ pub enum StartError {
     Proxy(#[from] proxy::BuildError),
 }
 
-/// A configured gateway, ready to serve.
+/// A configured gateway, ready to serve; [`Gateway::reload`] swaps in a new configuration.
 #[derive(Debug, Clone)]
 pub struct Gateway {
+    live: Arc<Live>,
+}
+
+/// The generation being served, swapped whole by a reload: each request takes the one
+/// current when it arrives and finishes on it.
+#[derive(Debug)]
+struct Live {
+    current: arc_swap::ArcSwap<Generation>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// One configuration's state and the services built on it.
+#[derive(Debug)]
+struct Generation {
     state: AppState,
+    public: http::Public,
+    admin: axum::Router,
+    forward: axum::Router,
+}
+
+impl Generation {
+    fn new(state: AppState) -> Self {
+        Self {
+            public: http::Public::new(state.clone()),
+            admin: http::admin_router(state.clone()),
+            forward: http::forward_router(state.clone()),
+            state,
+        }
+    }
+}
+
+/// What a new generation takes over from the running one.
+struct Carried {
+    sessions: Arc<session::manager::Sessions>,
+    metrics: Option<Arc<metrics::Metrics>>,
+    http: reqwest::Client,
+    reloads: reload::Requests,
+}
+
+/// Builds the state of `config` on the parts `carried` over; `proxy` is the running proxy
+/// whose connection pools and WebSocket relays the new one shares.
+fn assemble(
+    config: Config,
+    carried: Carried,
+    proxy: Option<&proxy::Proxy>,
+) -> Result<Shared, StartError> {
+    let Carried {
+        sessions,
+        metrics,
+        http,
+        reloads,
+    } = carried;
+    let redirect_uri = config.server.redirect_uri();
+    let providers = config
+        .providers
+        .iter()
+        .map(|p| {
+            oidc::Provider::new(p.clone(), redirect_uri.clone(), http.clone())
+                .with_metrics(metrics.clone())
+        })
+        .collect();
+    let proxy = match proxy {
+        Some(running) => running.reconfigured(&config),
+        None => proxy::Proxy::new(&config)?,
+    };
+    Ok(Shared {
+        broker: tokens::Broker::new(&config),
+        authz: authz::Authz::new(&config, &http).with_metrics(metrics.clone()),
+        proxy: proxy.with_metrics(metrics.clone()),
+        assets: config.static_files.as_ref().map(http::assets::Assets::new),
+        limiter: http::limits::RateLimiter::new(
+            config.server.rate_limit.0,
+            config.server.rate_limit.1,
+        ),
+        par_budget: http::limits::RateLimiter::new(
+            http::limits::PAR_PER_MINUTE,
+            std::time::Duration::from_secs(60),
+        ),
+        providers,
+        sessions,
+        metrics,
+        reloads,
+        http,
+        config,
+    })
 }
 
 impl Gateway {
@@ -112,90 +199,102 @@ impl Gateway {
         if let Some(m) = &metrics {
             store = Arc::new(store::metered::Metered::new(store, Arc::clone(m)));
         }
-        let http = oidc::http_client();
-        let redirect_uri = config.server.redirect_uri();
-        let providers = config
-            .providers
-            .iter()
-            .map(|p| {
-                oidc::Provider::new(p.clone(), redirect_uri.clone(), http.clone())
-                    .with_metrics(metrics.clone())
-            })
-            .collect();
         let sessions = Arc::new(session::manager::Sessions::new(
             store,
             &config.session,
             clock,
         ));
-        let shared = Shared {
-            broker: tokens::Broker::new(&config),
-            authz: authz::Authz::new(&config, &http).with_metrics(metrics.clone()),
-            proxy: proxy::Proxy::new(&config)?.with_metrics(metrics.clone()),
-            assets: config.static_files.as_ref().map(http::assets::Assets::new),
-            limiter: http::limits::RateLimiter::new(
-                config.server.rate_limit.0,
-                config.server.rate_limit.1,
-            ),
-            par_budget: http::limits::RateLimiter::new(
-                http::limits::PAR_PER_MINUTE,
-                std::time::Duration::from_secs(60),
-            ),
-            providers,
+        let carried = Carried {
             sessions,
             metrics,
-            config,
+            http: oidc::http_client(),
+            reloads: reload::Requests::default(),
         };
+        let state = AppState(Arc::new(assemble(config, carried, None)?));
         Ok(Self {
-            state: AppState(Arc::new(shared)),
+            live: Arc::new(Live {
+                current: arc_swap::ArcSwap::from_pointee(Generation::new(state)),
+                reloading: tokio::sync::Mutex::new(()),
+            }),
         })
     }
 
-    /// The shared state (tests inspect it).
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// The current state (tests inspect it).
+    pub fn state(&self) -> AppState {
+        self.live.current.load().state.clone()
     }
 
-    /// The public service.
+    /// The current public service.
     pub fn public(&self) -> http::Public {
-        http::Public::new(self.state.clone())
+        self.live.current.load().public.clone()
+    }
+
+    /// Where reloads are asked for through the admin API (`main` takes them).
+    pub fn reload_requests(&self) -> reload::Requests {
+        self.live.current.load().state.reloads.clone()
+    }
+
+    /// Serves `config` from now on: routes, services, providers, authorization, CORS, CSRF,
+    /// static files, rate limits, tokens, signing keys and the admin token change; settings
+    /// that need a restart keep their running value and are named in the report. Providers
+    /// are fetched (and registrations looked up) before the swap, within 10 s; one that does
+    /// not answer by then is retried in the background, as at start. Requests in flight
+    /// finish on the configuration they started with.
+    ///
+    /// # Errors
+    /// When the new state cannot be built (the running one stays).
+    pub async fn reload(&self, mut config: Config) -> reload::Outcome {
+        let _one = self.live.reloading.lock().await;
+        let running = self.live.current.load_full();
+        let old = &running.state;
+        let restart_required = reload::keep_running(&old.config, &mut config);
+        let carried = Carried {
+            sessions: Arc::clone(&old.sessions),
+            metrics: old.metrics.clone(),
+            http: old.http.clone(),
+            reloads: old.reloads.clone(),
+        };
+        let shared = assemble(config, carried, Some(&old.proxy))
+            .map_err(|e| reload::Refused(vec![telemetry::chain(&e)]))?;
+        shared.broker.adopt(&old.broker);
+        let state = AppState(Arc::new(shared));
+        let ready =
+            futures_util::future::join_all((0..state.providers.len()).map(|i| prepare(&state, i)));
+        if tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a provider did not answer within 10 s of the reload; retrying in the background"
+            );
+        }
+        let report = reload::Report {
+            restart_required,
+            providers: state.providers.len(),
+            services: state.config.services.len(),
+            routes: state.config.routes.len(),
+        };
+        self.live.current.store(Arc::new(Generation::new(state)));
+        self.start_discovery();
+        Ok(report)
     }
 
     /// Loads every provider's discovery and keys in the background, and registers Sallyport
     /// where `registration` says, retrying with backoff until it succeeds: Sallyport serves
     /// (and reports not-ready) while a provider is down or refuses the registration.
     pub fn start_discovery(&self) {
-        for index in 0..self.state.providers.len() {
-            // Weak: a gateway that has stopped stops retrying too.
-            let state = Arc::downgrade(&self.state.0);
+        let current = self.state();
+        for index in 0..current.providers.len() {
+            // Weak: a gateway that has stopped, or a generation a reload replaced, stops
+            // retrying too.
+            let state = Arc::downgrade(&current.0);
             tokio::spawn(async move {
                 let mut delay = Duration::from_millis(250);
-                let mut warm = false;
                 loop {
                     let Some(state) = state.upgrade() else { return };
-                    let provider = &state.providers[index];
-                    let cfg = provider.config();
-                    if !warm {
-                        match provider.warm_up().await {
-                            Ok(()) => warm = true,
-                            Err(e) => {
-                                tracing::warn!(provider = %cfg.name, error = %e, retry_in = ?delay, "provider not reachable yet");
-                            }
-                        }
-                    }
-                    if warm && cfg.client_id.is_known() {
+                    if prepare(&AppState(state), index).await {
                         return;
                     }
-                    if warm {
-                        let metadata = oidc::registration::ClientMetadata::new(&state.config, cfg);
-                        match oidc::registration::ensure(provider, &state.sessions, &metadata).await
-                        {
-                            Ok(()) => return,
-                            Err(e) => {
-                                tracing::error!(provider = %cfg.name, error = %telemetry::chain(&e), retry_in = ?delay, "registration at the provider failed; not ready");
-                            }
-                        }
-                    }
-                    drop(state);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
@@ -204,16 +303,42 @@ impl Gateway {
     }
 }
 
+/// One attempt to make provider `index` of `state` ready: its discovery and keys fetched, its
+/// registration (if any) known. `true` once it is.
+async fn prepare(state: &AppState, index: usize) -> bool {
+    let provider = &state.providers[index];
+    let cfg = provider.config();
+    if !provider.is_warm()
+        && let Err(e) = provider.warm_up().await
+    {
+        tracing::warn!(provider = %cfg.name, error = %e, "provider not reachable yet");
+        return false;
+    }
+    if cfg.client_id.is_known() {
+        return true;
+    }
+    let metadata = oidc::registration::ClientMetadata::new(&state.config, cfg);
+    match oidc::registration::ensure(provider, &state.sessions, &metadata).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(provider = %cfg.name, error = %telemetry::chain(&e), "registration at the provider failed; not ready");
+            false
+        }
+    }
+}
+
 /// Every minute, drops the opened records of timed-out sessions, until the gateway is gone.
-fn forget_ended_sessions(state: &AppState) {
-    let state = Arc::downgrade(&state.0);
+fn forget_ended_sessions(sessions: &Arc<session::manager::Sessions>) {
+    let sessions = Arc::downgrade(sessions);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.tick().await;
         loop {
             tick.tick().await;
-            let Some(state) = state.upgrade() else { return };
-            let dropped = state.sessions.forget_ended();
+            let Some(sessions) = sessions.upgrade() else {
+                return;
+            };
+            let dropped = sessions.forget_ended();
             if dropped > 0 {
                 tracing::debug!(dropped, "opened records of ended sessions dropped");
             }
@@ -270,16 +395,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     gateway.start_discovery();
-    let server = &gateway.state.config.server;
+    let first = gateway.state();
+    // Listener settings need a restart (a reload keeps them): read once.
+    let server = &first.config.server;
     let grace = server.shutdown_grace;
     let limits = listener::ConnLimits {
         header_read_timeout: server.header_read_timeout,
         max_connections: server.max_connections,
     };
+    let sessions = Arc::clone(&first.sessions);
+    drop(first);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Weak, so that nothing of a stopped gateway outlives `serve` (an embedded file store
     // must be free to reopen at once).
-    let state = Arc::downgrade(&gateway.state.0);
+    let live = Arc::downgrade(&gateway.live);
     // When shutdown began: WebSockets get what is left of the grace once the listeners are done.
     let began = Arc::new(std::sync::OnceLock::new());
     let began_at = Arc::clone(&began);
@@ -287,58 +416,62 @@ pub async fn serve(
         shutdown.await;
         began_at.get_or_init(tokio::time::Instant::now);
         // WebSockets get the same grace as requests: a Close frame (1001) at once, at the
-        // next frame boundary, and until the grace period ends to finish (below).
-        if let Some(state) = state.upgrade() {
-            state.proxy.relays().shut_down();
+        // next frame boundary, and until the grace period ends to finish (below). Every
+        // generation shares the relays.
+        if let Some(live) = live.upgrade() {
+            live.current.load().state.proxy.relays().shut_down();
         }
         let _ = stop_tx.send(true);
     });
     let mut sides = Vec::new();
-    let mut side = |name: &'static str, tcp: TcpListener, router: axum::Router| {
-        sides.push(tokio::spawn(listener::run(
-            name,
-            tcp,
-            limits,
-            move |peer| {
-                let router = router.clone();
-                move |mut req: axum::extract::Request| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    let router = router.clone();
-                    async move {
-                        let Ok(resp) = tower::ServiceExt::oneshot(router, req).await;
-                        resp
+    let mut side =
+        |name: &'static str, tcp: TcpListener, router: fn(&Generation) -> &axum::Router| {
+            let live = Arc::clone(&gateway.live);
+            sides.push(tokio::spawn(listener::run(
+                name,
+                tcp,
+                limits,
+                move |peer| {
+                    let live = Arc::clone(&live);
+                    move |mut req: axum::extract::Request| {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        // The generation current now answers, whatever a reload does meanwhile.
+                        let router = router(&live.current.load()).clone();
+                        async move {
+                            let Ok(resp) = tower::ServiceExt::oneshot(router, req).await;
+                            resp
+                        }
                     }
-                }
-            },
-            stop_rx.clone(),
-            grace,
-        )));
-    };
+                },
+                stop_rx.clone(),
+                grace,
+            )));
+        };
     if let Some(admin) = listeners.admin {
-        side("admin", admin, http::admin_router(gateway.state.clone()));
+        side("admin", admin, |g| &g.admin);
     }
     if let Some(forward) = listeners.forward_auth {
-        side(
-            "forward_auth",
-            forward,
-            http::forward_router(gateway.state.clone()),
-        );
+        side("forward_auth", forward, |g| &g.forward);
     }
-    forget_ended_sessions(&gateway.state);
+    forget_ended_sessions(&sessions);
+    let live = Arc::downgrade(&gateway.live);
     let renewals = tokio::spawn(tokens::background::run(
-        Arc::downgrade(&gateway.state.0),
+        move || {
+            live.upgrade()
+                .map(|l| Arc::clone(&l.current.load().state.0))
+        },
         |s: &http::Shared| (&s.broker, &*s.sessions, &s.providers[..]),
         stop_rx.clone(),
         grace,
     ));
-    let public = gateway.public();
+    let live = Arc::clone(&gateway.live);
     listener::run(
         "public",
         listeners.public,
         limits,
         move |peer| {
-            let public = public.clone();
-            move |req: axum::extract::Request| public.clone().handle(peer, req)
+            let live = Arc::clone(&live);
+            move |req: axum::extract::Request| live.current.load().public.clone().handle(peer, req)
         },
         stop_rx,
         grace,
@@ -351,7 +484,7 @@ pub async fn serve(
     let left = began
         .get()
         .map_or(grace, |at| grace.saturating_sub(at.elapsed()));
-    if !gateway.state.proxy.relays().drained(left).await {
+    if !gateway.state().proxy.relays().drained(left).await {
         tracing::warn!(
             ?grace,
             "grace period over; WebSocket relays still finishing their last frame"

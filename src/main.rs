@@ -36,6 +36,9 @@ enum Command {
         #[command(subcommand)]
         action: SessionsAction,
     },
+    /// Ask the running Sallyport to re-read its configuration (POST /admin/reload on
+    /// server.admin_listen, with admin.token), and print the outcome. SIGHUP does the same.
+    Reload,
     /// Sallyport's own signing keys (`signing_keys`).
     Keys {
         #[command(subcommand)]
@@ -148,6 +151,9 @@ fn main() -> ExitCode {
         telemetry::init(format, None);
         return sessions(&config, action);
     }
+    if let Some(Command::Reload) = cli.command {
+        return reload(&config);
+    }
     if let Some(Command::Check) = cli.command {
         for w in &config.warnings {
             println!("warning: {w}");
@@ -169,7 +175,7 @@ fn main() -> ExitCode {
     // Before the runtime: the span exporter sends from a thread of its own.
     let spans = telemetry::init(format, config.telemetry.otlp.as_ref());
     let runtime = sallyport::runtime().expect("building the tokio runtime");
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(config, cli.config));
     drop(runtime);
     if let Some(spans) = spans {
         spans.shutdown();
@@ -234,7 +240,7 @@ fn sessions(config: &Config, action: SessionsAction) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(config: Config, path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
     let forward_auth = config.server.forward_auth.as_ref().map(|f| f.listen);
@@ -243,6 +249,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     let listeners = sallyport::Listeners::bind(&config).await?;
     let gateway = sallyport::Gateway::new(config)?;
+    let reloads = tokio::spawn(reloads(gateway.clone(), path));
     let runtime = tokio::runtime::Handle::current();
     let flavor = match runtime.runtime_flavor() {
         tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
@@ -251,8 +258,139 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let workers = runtime.metrics().num_workers();
     tracing::info!(%listen, admin = ?admin_listen, ?forward_auth, runtime = flavor, workers, "sallyport listening");
     sallyport::serve(gateway, listeners, shutdown_signal()).await?;
+    reloads.abort();
     tracing::info!("sallyport stopped");
     Ok(())
+}
+
+/// Reloads the configuration file on SIGHUP and when the admin API asks, one at a time.
+async fn reloads(gateway: sallyport::Gateway, path: PathBuf) {
+    let mut asked = gateway.reload_requests().take();
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be caught; reload through the admin API only");
+            None
+        }
+    };
+    loop {
+        let reply = tokio::select! {
+            Some(()) = async { hangup.as_mut()?.recv().await } => None,
+            asked = asked.recv() => match asked {
+                Some(reply) => Some(reply),
+                None => return,
+            },
+        };
+        tracing::info!(config = %path.display(), by = if reply.is_some() { "admin API" } else { "SIGHUP" }, "reloading the configuration");
+        let outcome = match Config::load(&path, &ProcessEnv) {
+            Err(errors) => Err(sallyport::reload::Refused(
+                errors.0.iter().map(ToString::to_string).collect(),
+            )),
+            Ok(config) => {
+                for w in &config.warnings {
+                    tracing::warn!(key = %w.path, "{}", w.message);
+                }
+                gateway.reload(config).await
+            }
+        };
+        match &outcome {
+            Ok(report) => {
+                for key in &report.restart_required {
+                    tracing::warn!(
+                        key,
+                        "changed in the file; takes effect at the next restart (the running value stays)"
+                    );
+                }
+                tracing::info!(
+                    providers = report.providers,
+                    services = report.services,
+                    routes = report.routes,
+                    "configuration reloaded"
+                );
+            }
+            Err(refused) => {
+                for problem in &refused.0 {
+                    tracing::error!(%problem, "configuration problem");
+                }
+                tracing::error!(
+                    problems = refused.0.len(),
+                    "reload refused; the running configuration stays"
+                );
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// `sallyport reload`: asks the running process through its admin port.
+fn reload(config: &Config) -> ExitCode {
+    let (Some(addr), Some(token)) = (config.server.admin_listen, &config.admin_token) else {
+        eprintln!(
+            "reload needs server.admin_listen and admin.token; or send SIGHUP to the process"
+        );
+        return ExitCode::from(2);
+    };
+    // An admin port bound to every address is reached on loopback.
+    let host = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!(
+        "http://{}/admin/reload",
+        std::net::SocketAddr::new(host, addr.port())
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let answer = runtime.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token.expose())
+            .timeout(std::time::Duration::from_secs(60))
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok::<_, reqwest::Error>((status, resp.json::<serde_json::Value>().await.ok()))
+    });
+    match answer {
+        Err(e) => {
+            eprintln!("cannot reach the admin port at {url}: {e}");
+            ExitCode::FAILURE
+        }
+        Ok((status, Some(body))) if status.is_success() => {
+            let report = &body["report"];
+            println!(
+                "reloaded: {} provider(s), {} service(s), {} route(s)",
+                report["providers"], report["services"], report["routes"]
+            );
+            for key in report["restart_required"].as_array().into_iter().flatten() {
+                println!(
+                    "  {}: changed; takes effect at the next restart",
+                    key.as_str().unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, Some(body))) if body["error"] == "invalid_config" => {
+            eprintln!("reload refused ({status}); the running configuration stays:");
+            for p in body["problems"].as_array().into_iter().flatten() {
+                eprintln!("  {}", p.as_str().unwrap_or_default());
+            }
+            ExitCode::from(2)
+        }
+        Ok((status, body)) => {
+            let why = body
+                .as_ref()
+                .and_then(|b| b["message"].as_str())
+                .unwrap_or("no explanation");
+            eprintln!("reload failed: {status}: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn shutdown_signal() {

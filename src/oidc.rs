@@ -285,7 +285,14 @@ impl Provider {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether discovery has been loaded at least once and the client id is known.
+    /// Whether discovery and the keys have been loaded at least once.
+    pub fn is_warm(&self) -> bool {
+        let cache = self.cache();
+        cache.metadata.is_some() && cache.jwks.is_some()
+    }
+
+    /// Whether the provider can serve logins: its client id is known and its discovery
+    /// document loaded.
     pub fn is_ready(&self) -> bool {
         self.config.client_id.is_known() && self.cache().metadata.is_some()
     }

@@ -104,6 +104,21 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .build(https);
+        Ok(Self::on(client, Relays::default(), config))
+    }
+
+    /// The proxy of a reloaded `config`, on this one's connection pools and WebSocket relays
+    /// (open connections and WebSockets carry over). Cookie names and the public origin need a
+    /// restart, so they stay.
+    pub fn reconfigured(&self, config: &Config) -> Self {
+        let mut next = Self::on(self.client.clone(), self.relays.clone(), config);
+        next.our_cookies.clone_from(&self.our_cookies);
+        next.proto = self.proto;
+        next.public_host = self.public_host.clone();
+        next
+    }
+
+    fn on(client: Client<Connector, Body>, relays: Relays, config: &Config) -> Self {
         let upstreams = config
             .services
             .iter()
@@ -125,7 +140,7 @@ impl Proxy {
             }
         }
         let cookie = &config.session.cookie;
-        Ok(Self {
+        Self {
             client,
             routes: RouteTable::new(&config.routes),
             upstreams,
@@ -142,9 +157,9 @@ impl Proxy {
                 "http"
             },
             public_host: authority(&config.server.public_url),
-            relays: Relays::default(),
+            relays,
             metrics: None,
-        })
+        }
     }
 
     /// The open WebSocket relays.

@@ -1,5 +1,5 @@
 //! The admin API on `server.admin_listen`, behind `admin.token` (a bearer compared in constant
-//! time): a user's sessions (list, end one, end all) and readiness details.
+//! time): a user's sessions (list, end one, end all), readiness details, and reloads.
 //!
 //! Sessions are found through the same store index as back-channel logout and `sessions
 //! revoke`, so an instance sees and ends the sessions every instance on the store made. A
@@ -148,4 +148,19 @@ pub async fn ready(State(app): State<AppState>, headers: HeaderMap) -> Result<Re
         Json(json!({ "ready": ready, "providers": providers, "store": store, "pdps": pdps })),
     )
         .into_response())
+}
+
+/// `POST /admin/reload`: re-reads the configuration file, as `SIGHUP` does, and answers when
+/// the new configuration serves (`200` with what needs a restart) or was refused (`422
+/// invalid_config` with every problem; the running configuration stays).
+pub async fn reload(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorized(&app, &headers)?;
+    match app.reloads.ask().await {
+        None => Err(ApiError::new(ErrorCode::NotFound)
+            .with_message("this gateway was not started from a configuration file")),
+        Some(Ok(report)) => Ok(Json(json!({ "reloaded": true, "report": report })).into_response()),
+        Some(Err(refused)) => {
+            Err(ApiError::new(ErrorCode::InvalidConfig).with_field("problems", json!(refused.0)))
+        }
+    }
 }

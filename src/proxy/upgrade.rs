@@ -49,7 +49,7 @@ impl Close {
 
 /// The open relays, so that a graceful shutdown can close them and wait for them as it does
 /// for HTTP requests.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Relays {
     /// `true` once shutting down; every live relay holds a receiver.
     stop: watch::Sender<bool>,

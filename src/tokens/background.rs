@@ -151,6 +151,26 @@ impl Broker {
             .map(|exp| exp.saturating_sub(before))
     }
 
+    /// Takes over the sessions `running` (the broker a reload replaces) has scheduled, so
+    /// that idle sessions stay renewed. Shared tokens are scheduled again at their next use:
+    /// their services may have changed.
+    pub fn adopt(&self, running: &Broker) {
+        if !self.background {
+            return;
+        }
+        let sessions: Vec<(Job, u64)> = running
+            .schedule
+            .lock()
+            .due
+            .iter()
+            .filter(|(job, _)| matches!(job, Job::Session(_)))
+            .map(|(job, (at, _))| (*job, *at))
+            .collect();
+        for (job, at) in sessions {
+            self.schedule.at(job, at);
+        }
+    }
+
     /// How many renewals are scheduled (for tests and metrics).
     pub fn scheduled(&self) -> usize {
         self.schedule.len()
@@ -298,11 +318,12 @@ impl Broker {
     }
 }
 
-/// Runs background renewal for the gateway behind `state` until it is gone or `stop` turns
-/// true; renewals in flight then get `grace` to finish (a refresh cut off after the provider
-/// rotated the refresh token, but before the store has the new one, would end the session).
+/// Runs background renewal for the gateway whose current state `current` gives (the one a
+/// reload put in place) until it is gone or `stop` turns true; renewals in flight then get
+/// `grace` to finish (a refresh cut off after the provider rotated the refresh token, but
+/// before the store has the new one, would end the session).
 pub async fn run<S: Send + Sync + 'static>(
-    state: std::sync::Weak<S>,
+    current: impl Fn() -> Option<Arc<S>> + Send + 'static,
     parts: fn(&S) -> (&Broker, &Sessions, &[Provider]),
     mut stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
@@ -314,7 +335,7 @@ pub async fn run<S: Send + Sync + 'static>(
             _ = tick.tick() => {}
             () = stopped(&mut stop) => return,
         }
-        let Some(state) = state.upgrade() else { return };
+        let Some(state) = current() else { return };
         let (broker, sessions, providers) = parts(&state);
         if !broker.background {
             return;
@@ -383,6 +404,34 @@ mod tests {
         s.at(job, at + 60);
         let (_, failures) = s.take_due(at + 60, 10)[0];
         assert_eq!(failures, 0, "a success resets the count");
+    }
+
+    #[test]
+    fn a_reloaded_broker_takes_over_the_sessions_scheduled_but_not_the_shared_tokens() {
+        let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
+            providers: { main: { issuer: https://id.example.com, client_id: app, client_secret: s } }\n\
+            session: { keys: [\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"] }\n";
+        let config = crate::config::Config::parse(
+            yaml,
+            std::path::Path::new("/"),
+            &HashMap::<String, String>::new(),
+        )
+        .unwrap();
+        let running = Broker::new(&config);
+        running.schedule.at(key(1), 100);
+        running.schedule.at(key(2), 300);
+        // Service indexes may mean other services after a reload.
+        running.schedule.at(Job::Shared(0), 120);
+        let next = Broker::new(&config);
+        next.adopt(&running);
+        assert_eq!(next.scheduled(), 2);
+        let due: Vec<Job> = next
+            .schedule
+            .take_due(300, 10)
+            .into_iter()
+            .map(|(j, _)| j)
+            .collect();
+        assert_eq!(due, [key(1), key(2)], "at the times they had");
     }
 
     #[tokio::test]

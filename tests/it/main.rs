@@ -30,6 +30,7 @@ mod process;
 mod proxy;
 mod refresh;
 mod registration;
+mod reload;
 mod spa;
 mod step_up;
 mod stores;

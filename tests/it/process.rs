@@ -15,6 +15,7 @@ use crate::harness::{CLIENT_SECRET, eventually, free_port};
 /// The binary, stopped by PID when dropped.
 pub(crate) struct Sallyport {
     child: Child,
+    config: std::path::PathBuf,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -64,9 +65,24 @@ impl Sallyport {
             .unwrap();
         Sallyport {
             child,
+            config,
             log,
             _dir: dir,
         }
+    }
+
+    /// The configuration file it runs with (a test may rewrite it and reload).
+    pub(crate) fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Sends the process `signal` (a `kill` name, e.g. `HUP`).
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Stops the process by SIGTERM, as its operator would (it finishes what it was doing).
