@@ -237,12 +237,13 @@ impl Gateway {
     /// Serves `config` from now on: routes, services, providers, authorization, CORS, CSRF,
     /// static files, rate limits, tokens, signing keys and the admin token change; settings
     /// that need a restart keep their running value and are named in the report. Providers
-    /// are fetched (and registrations looked up) before the swap, within 10 s; one that does
-    /// not answer by then is retried in the background, as at start. Requests in flight
+    /// are fetched (and registrations looked up) before the swap, within 10 s; a new one that
+    /// is not ready by then is retried in the background, as at start. Requests in flight
     /// finish on the configuration they started with.
     ///
     /// # Errors
-    /// When the new state cannot be built (the running one stays).
+    /// When the new state cannot be built, or a provider that was ready would not be (the
+    /// running configuration stays).
     pub async fn reload(&self, mut config: Config) -> reload::Outcome {
         let _one = self.live.reloading.lock().await;
         let running = self.live.current.load_full();
@@ -260,13 +261,22 @@ impl Gateway {
         let state = AppState(Arc::new(shared));
         let ready =
             futures_util::future::join_all((0..state.providers.len()).map(|i| prepare(&state, i)));
-        if tokio::time::timeout(Duration::from_secs(10), ready)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "a provider did not answer within 10 s of the reload; retrying in the background"
-            );
+        let _ = tokio::time::timeout(Duration::from_secs(10), ready).await;
+        // A reload never takes away a working login: a provider that was ready stays so.
+        let lost: Vec<String> = state
+            .providers
+            .iter()
+            .filter(|p| !p.is_ready())
+            .filter(|p| old.provider(Some(&p.config().name)).is_some_and(|o| o.is_ready()))
+            .map(|p| {
+                format!(
+                    "providers.{}: ready before the reload but not with the new file within 10 s (discovery, keys or registration failed; the log says why)",
+                    p.config().name
+                )
+            })
+            .collect();
+        if !lost.is_empty() {
+            return Err(reload::Refused(lost));
         }
         let report = reload::Report {
             restart_required,

@@ -241,6 +241,29 @@ async fn ten_reloads_under_load_fail_no_request_and_a_broken_file_changes_nothin
         StatusCode::NOT_FOUND
     );
 
+    // A provider that cannot be reached with the new file (a mistyped issuer): refused, so
+    // that a reload never takes away a working login.
+    let mut typo = opts.clone();
+    version(&mut typo, 11);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    std::fs::write(
+        sallyport.config_path(),
+        typo.yaml().replace(&provider.issuer, &dead),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = reload_command(&sallyport);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("providers.main: ready before the reload but not with the new file"),
+        "{stderr}"
+    );
+    assert_eq!(
+        alice.fetch(Method::GET, "/api/v11/x").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let fresh = Browser::new(&gateway);
+    fresh.login("alice", "/").await;
+
     // A setting that needs a restart is named, keeps its running value, and the rest
     // reloads.
     let mut moved = opts.clone();
