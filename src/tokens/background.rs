@@ -363,6 +363,19 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 mod tests {
     use super::*;
 
+    /// A config with one provider and no services.
+    fn config() -> crate::config::Config {
+        let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
+            providers: { main: { issuer: https://id.example.com, client_id: app, client_secret: s } }\n\
+            session: { keys: [\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"] }\n";
+        crate::config::Config::parse(
+            yaml,
+            std::path::Path::new("/"),
+            &HashMap::<String, String>::new(),
+        )
+        .unwrap()
+    }
+
     fn key(n: u8) -> Job {
         Job::Session(StoreKey::from_bytes([n; 32]))
     }
@@ -408,15 +421,7 @@ mod tests {
 
     #[test]
     fn a_reloaded_broker_takes_over_the_sessions_scheduled_but_not_the_shared_tokens() {
-        let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
-            providers: { main: { issuer: https://id.example.com, client_id: app, client_secret: s } }\n\
-            session: { keys: [\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"] }\n";
-        let config = crate::config::Config::parse(
-            yaml,
-            std::path::Path::new("/"),
-            &HashMap::<String, String>::new(),
-        )
-        .unwrap();
+        let config = config();
         let running = Broker::new(&config);
         running.schedule.at(key(1), 100);
         running.schedule.at(key(2), 300);
@@ -436,15 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn background_renewals_toward_one_provider_are_capped() {
-        let yaml = "server: { listen: 127.0.0.1:8080, public_url: https://app.example.com }\n\
-            providers: { main: { issuer: https://id.example.com, client_id: app, client_secret: s } }\n\
-            session: { keys: [\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"] }\n";
-        let config = crate::config::Config::parse(
-            yaml,
-            std::path::Path::new("/"),
-            &HashMap::<String, String>::new(),
-        )
-        .unwrap();
+        let config = config();
         let broker = Broker::new(&config);
         let mut held = Vec::new();
         for _ in 0..MAX_PER_PROVIDER {

@@ -75,6 +75,14 @@ async fn spans_of(otlp: &Otlp, trace: &str) -> Vec<Received> {
     .unwrap_or_else(|| panic!("the spans of trace {trace} arrive: {:#?}", otlp.spans()))
 }
 
+/// `GET /api/echo/x` with the edge's trace context and `more` headers.
+async fn with_edge_context(b: &Browser, more: &[(&str, &str)]) -> crate::harness::browser::Page {
+    let traceparent = edge_traceparent();
+    let mut headers = vec![("traceparent", traceparent.as_str())];
+    headers.extend_from_slice(more);
+    b.fetch_with(Method::GET, "/api/echo/x", &headers).await
+}
+
 fn named<'a>(spans: &'a [Received], name: &str) -> &'a Received {
     spans
         .iter()
@@ -96,13 +104,7 @@ async fn a_request_is_one_span_tree_continued_from_the_edge_and_passed_to_the_up
     b.login("alice", "/").await;
 
     // The edge (a trusted proxy) sent its trace context: the request continues it.
-    let page = b
-        .fetch_with(
-            Method::GET,
-            "/api/echo/x",
-            &[("traceparent", &edge_traceparent())],
-        )
-        .await;
+    let page = with_edge_context(&b, &[]).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let sent = upstream_traceparent(&page.json());
     let parts: Vec<&str> = sent.split('-').collect();
@@ -115,6 +117,15 @@ async fn a_request_is_one_span_tree_continued_from_the_edge_and_passed_to_the_up
     assert_eq!(parts[3], "01", "sampled, as the edge decided");
 
     let spans = spans_of(&otlp, EDGE_TRACE).await;
+    for s in &spans {
+        println!(
+            "{} {} parent={} {:?}",
+            s.id(),
+            s.span.name,
+            s.parent(),
+            s.everything()
+        );
+    }
     assert!(spans.iter().all(|s| s.service == "gateway-under-test"));
     let root = named(&spans, "GET /api/echo/*");
     assert_eq!(root.parent(), EDGE_SPAN, "the edge's span is the parent");
@@ -258,16 +269,7 @@ async fn a_client_that_is_not_a_trusted_edge_cannot_pick_the_trace_or_force_samp
     let (port, _provider, _upstream, mut sallyport) = traced(&otlp, "[]", "0").await;
     let b = Browser::new(&format!("http://localhost:{port}"));
     b.login("alice", "/").await;
-    let page = b
-        .fetch_with(
-            Method::GET,
-            "/api/echo/x",
-            &[
-                ("traceparent", &edge_traceparent()),
-                ("tracestate", "edge=1"),
-            ],
-        )
-        .await;
+    let page = with_edge_context(&b, &[("tracestate", "edge=1")]).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let echo = page.json();
     let sent = upstream_traceparent(&echo);
