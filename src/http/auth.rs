@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use subtle::ConstantTimeEq;
+use tracing::Instrument as _;
 
 use super::AppState;
 use crate::config::SameSite;
@@ -460,6 +461,11 @@ async fn finish_login(
     };
     let tokens = provider
         .exchange_code(code, &login.code_verifier, dpop_key.as_ref())
+        .instrument(tracing::debug_span!(
+            target: crate::telemetry::trace::TARGET,
+            "code_exchange",
+            sallyport.provider = %cfg.name,
+        ))
         .await
         .map_err(|e| {
             with_cleared(match e {
@@ -550,6 +556,11 @@ async fn finish_login(
     if let (true, Some(endpoint)) = (cfg.userinfo, &metadata.userinfo_endpoint) {
         match provider
             .userinfo(endpoint, &tokens.access_token, dpop_key.as_ref())
+            .instrument(tracing::debug_span!(
+                target: crate::telemetry::trace::TARGET,
+                "userinfo",
+                sallyport.provider = %cfg.name,
+            ))
             .await
         {
             // OIDC Core §5.3.4: the userinfo `sub` must match the ID token's.

@@ -163,6 +163,16 @@ async fn a_request_is_one_span_tree_continued_from_the_edge_and_passed_to_the_up
         Some("main")
     );
 
+    // The login's callback: the token endpoint call is a child of its request.
+    let all = otlp.spans();
+    let exchange = named(&all, "code_exchange");
+    let callback = all
+        .iter()
+        .find(|s| s.id() == exchange.parent())
+        .expect("its parent");
+    assert_eq!(callback.span.name, "GET /auth/callback");
+    assert_eq!(exchange.attr("sallyport.provider").as_deref(), Some("main"));
+
     // Without an edge's context: a trace of its own, with the exchange and the decision.
     let page = b.fetch(Method::GET, "/api/billing/x").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
