@@ -166,6 +166,26 @@ async fn ten_reloads_under_load_fail_no_request_and_a_broken_file_changes_nothin
     );
     assert_eq!(slow.body, "late");
 
+    // A signing key added by a reload is published at once (a key rotation without a
+    // restart).
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys_yaml =
+        crate::harness::signing_key(keys_dir.path(), sallyport::keys::NewKey::Es256, "reloaded");
+    let mut keyed = opts.clone();
+    version(&mut keyed, 10);
+    keyed.extra_yaml.push_str(&keys_yaml);
+    std::fs::write(sallyport.config_path(), keyed.yaml()).unwrap();
+    let (code, stdout, stderr) = reload_command(&sallyport);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let jwks: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], "reloaded", "{jwks}");
+
     // CORS follows the file.
     let preflight = |origin: &'static str| {
         let http = reqwest::Client::new();
