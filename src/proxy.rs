@@ -282,7 +282,10 @@ impl Proxy {
             http.request.method = %parts.method,
             http.response.status_code = tracing::field::Empty,
         );
-        crate::telemetry::trace::inject(&span, &mut parts.headers);
+        let unrecorded = parts
+            .extensions
+            .get::<crate::telemetry::trace::Unrecorded>();
+        crate::telemetry::trace::inject(&span, unrecorded, &mut parts.headers);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);

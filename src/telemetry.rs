@@ -104,9 +104,8 @@ pub fn init(
     let (spans, exporter, failed) = match otlp.map(trace::layer) {
         None => (None, None, None),
         Some(Ok((layer, exporter))) => {
-            let only_ours = tracing_subscriber::filter::Targets::new()
-                .with_target(trace::TARGET, tracing::Level::DEBUG);
-            (Some(layer.with_filter(only_ours)), Some(exporter), None)
+            let filter = trace::in_a_recorded_request();
+            (Some(layer.with_filter(filter)), Some(exporter), None)
         }
         Some(Err(e)) => (None, None, Some(e)),
     };
@@ -201,7 +200,13 @@ where
         req.headers().get(&SEC_FETCH_DEST).cloned(),
     );
     let span = match traced {
-        Some(trusted) => trace::request_span(&method, &path, req.headers(), trusted),
+        Some(trusted) => {
+            let (span, unrecorded) = trace::request_span(&method, &path, req.headers(), trusted);
+            if let Some(unrecorded) = unrecorded {
+                req.extensions_mut().insert(unrecorded);
+            }
+            span
+        }
         None => tracing::Span::none(),
     };
     req.extensions_mut().insert(cid.clone());

@@ -182,7 +182,7 @@ impl Pdp {
         if crate::telemetry::trace::enabled() {
             // The decision point continues the request's trace.
             let mut headers = http::HeaderMap::new();
-            crate::telemetry::trace::inject(&tracing::Span::current(), &mut headers);
+            crate::telemetry::trace::inject(&tracing::Span::current(), None, &mut headers);
             request = request.headers(headers);
         }
         let mut resp = request.send().await.map_err(|e| {

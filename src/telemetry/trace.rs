@@ -27,6 +27,8 @@ use crate::config::OtlpConfig;
 pub const TARGET: &str = "sallyport::otel";
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// New traces whose draw is below this are recorded (`sample_ratio` of `u64::MAX`).
+static THRESHOLD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Whether traces are recorded (`telemetry.otlp` was set when the process started).
 #[inline]
@@ -81,9 +83,9 @@ where
         .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            cfg.sample_ratio,
-        ))))
+        // Sallyport decides before it makes a span ([`request_span`]): a request that is not
+        // recorded gets none at all, so every span that exists is sampled.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource)
         .build();
     let layer = tracing_opentelemetry::layer()
@@ -98,13 +100,75 @@ where
         // Nothing reads the OpenTelemetry context of the current thread: propagation takes
         // the span's own (`inject`), so entering a span need not set it.
         .with_context_activation(false);
+    // Saturating: a ratio of 1 is u64::MAX, which every draw but one is below; 1 also
+    // short-cuts in `sampled`.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    THRESHOLD.store(
+        (cfg.sample_ratio * u64::MAX as f64) as u64,
+        Ordering::Relaxed,
+    );
     ON.store(true, Ordering::Relaxed);
     Ok((layer, Exporter(provider)))
 }
 
-/// The span of one request when tracing is on (else a disabled one), continuing the trace
-/// context of `headers` when they come from a trusted edge (`trusted`): a browser or any
-/// other client cannot pick our trace ids or force sampling.
+/// Only spans made under a request span, and request spans themselves, are exported: a
+/// request that is not recorded has no span, and the spans of its work must not become
+/// traces of their own.
+pub(super) fn in_a_recorded_request<S>() -> impl tracing_subscriber::layer::Filter<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::FilterExt as _;
+    let ours =
+        tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::DEBUG);
+    // Other layers' spans (a dependency's, enabled for the log) may be current too: look for
+    // a request span of ours among the current one and its parents.
+    let under_a_request = tracing_subscriber::filter::dynamic_filter_fn(|meta, cx| {
+        !meta.is_span()
+            || meta.name() == "request"
+            || cx.lookup_current().is_some_and(|current| {
+                current
+                    .scope()
+                    .any(|s| s.name() == "request" && s.metadata().target() == TARGET)
+            })
+    });
+    ours.and(under_a_request)
+}
+
+/// The `traceparent` for the upstream of a request that is not recorded: its trace id (the
+/// edge's, or a new one) with a span id of its own and the sampled flag off, so that the
+/// services behind keep one trace id per request without anyone recording it here.
+#[derive(Debug, Clone)]
+pub struct Unrecorded(http::HeaderValue);
+
+/// 64 bits, different on every call within the process and across processes: trace and span
+/// ids and the sampling draw need uniqueness and an even spread, not secrecy, so no system
+/// call per request (splitmix64 of a counter from a random start).
+fn draw() -> u64 {
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicU64;
+    static START: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        let mut b = [0u8; 8];
+        crate::random::fill(&mut b);
+        u64::from_le_bytes(b)
+    });
+    let mut z = start.wrapping_add(
+        COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The span of one request when tracing is on and the request is recorded (else a disabled
+/// one, and for an unrecorded request the `traceparent` its upstream gets), continuing the
+/// trace context of `headers` when they come from a trusted edge (`trusted`): a browser or
+/// any other client cannot pick our trace ids or force sampling. An edge's sampling decision
+/// is followed; a new trace is recorded with `sample_ratio`.
 ///
 /// The span's `trace_id` field puts the id on every log line written under it.
 pub(crate) fn request_span(
@@ -112,9 +176,34 @@ pub(crate) fn request_span(
     path: &str,
     headers: &HeaderMap,
     trusted: bool,
-) -> Span {
+) -> (Span, Option<Unrecorded>) {
+    use opentelemetry::trace::TraceId;
     if !enabled() {
-        return Span::none();
+        return (Span::none(), None);
+    }
+    let parent = if trusted {
+        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
+    } else {
+        opentelemetry::Context::new()
+    };
+    let edge = parent.span().span_context().clone();
+    let recorded = if edge.is_valid() {
+        edge.is_sampled()
+    } else {
+        let threshold = THRESHOLD.load(Ordering::Relaxed);
+        threshold == u64::MAX || draw() < threshold
+    };
+    if !recorded {
+        let trace_id = if edge.is_valid() {
+            edge.trace_id()
+        } else {
+            TraceId::from_bytes(((u128::from(draw()) << 64) | u128::from(draw() | 1)).to_be_bytes())
+        };
+        let traceparent = format!("00-{trace_id}-{:016x}-00", draw() | 1);
+        let unrecorded = http::HeaderValue::try_from(traceparent)
+            .ok()
+            .map(Unrecorded);
+        return (Span::none(), unrecorded);
     }
     let span = tracing::info_span!(
         target: TARGET,
@@ -122,9 +211,7 @@ pub(crate) fn request_span(
         otel.kind = "server",
         trace_id = tracing::field::Empty,
     );
-    if trusted {
-        let parent =
-            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
+    if edge.is_valid() {
         let _ = span.set_parent(parent);
     }
     let cx = span.context();
@@ -139,7 +226,7 @@ pub(crate) fn request_span(
         method.as_str().to_owned(),
     ));
     otel.set_attribute(opentelemetry::KeyValue::new("url.path", path.to_owned()));
-    span
+    (span, None)
 }
 
 /// Completes a request span: named by its route (`{method} {route}`), with the status, an
@@ -175,18 +262,27 @@ pub(crate) fn finish_request(
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// Puts `span`'s trace context on a request to an upstream, replacing whatever the client
-/// sent. Without tracing the headers pass as they came.
-pub(crate) fn inject(span: &Span, headers: &mut HeaderMap) {
+/// Puts the trace context on a request to an upstream, replacing whatever the client sent:
+/// `span`'s for a recorded request, else the `unrecorded` request's. Without tracing the
+/// headers pass as they came.
+pub(crate) fn inject(span: &Span, unrecorded: Option<&Unrecorded>, headers: &mut HeaderMap) {
     if !enabled() {
         return;
     }
     headers.remove(&TRACEPARENT);
     headers.remove(&TRACESTATE);
-    TraceContextPropagator::new().inject_context(
-        &span.context(),
-        &mut opentelemetry_http::HeaderInjector(headers),
-    );
+    // A span the exporter does not record (made for the log, say) has no valid context.
+    let cx = (!span.is_disabled())
+        .then(|| span.context())
+        .filter(|cx| cx.span().span_context().is_valid());
+    let Some(cx) = cx else {
+        if let Some(Unrecorded(traceparent)) = unrecorded {
+            headers.insert(TRACEPARENT.clone(), traceparent.clone());
+        }
+        return;
+    };
+    TraceContextPropagator::new()
+        .inject_context(&cx, &mut opentelemetry_http::HeaderInjector(headers));
     // The propagator writes an empty `tracestate` when there is none.
     if headers.get(&TRACESTATE).is_some_and(|v| v.is_empty()) {
         headers.remove(&TRACESTATE);
