@@ -51,24 +51,10 @@ impl Default for CorrelationId {
 /// reference, not a secret, so it needs no system call per request (a UUIDv4 read the OS
 /// random source on every request; the load benchmark showed that syscall).
 pub fn correlation_id() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut b = [0u8; 8];
-        crate::random::fill(&mut b);
-        u64::from_le_bytes(b)
-    });
-    // splitmix64's finaliser: a bijection, so distinct counters give distinct ids.
-    let mut z = COUNTER.fetch_add(1, Ordering::Relaxed) ^ prefix;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
     // Not `format!`, which costs a proxied request more than the rest of this.
     let mut id = String::with_capacity(32);
-    crate::hex::push(&prefix.to_be_bytes(), &mut id);
-    crate::hex::push(&z.to_be_bytes(), &mut id);
+    crate::hex::push(&crate::random::process_prefix().to_be_bytes(), &mut id);
+    crate::hex::push(&crate::random::unique().to_be_bytes(), &mut id);
     id
 }
 

@@ -141,29 +141,6 @@ where
 #[derive(Debug, Clone)]
 pub struct Unrecorded(http::HeaderValue);
 
-/// 64 bits, different on every call within the process and across processes: trace and span
-/// ids and the sampling draw need uniqueness and an even spread, not secrecy, so no system
-/// call per request (splitmix64 of a counter from a random start).
-fn draw() -> u64 {
-    use std::sync::OnceLock;
-    use std::sync::atomic::AtomicU64;
-    static START: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let start = *START.get_or_init(|| {
-        let mut b = [0u8; 8];
-        crate::random::fill(&mut b);
-        u64::from_le_bytes(b)
-    });
-    let mut z = start.wrapping_add(
-        COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// The span of one request when tracing is on and the request is recorded (else a disabled
 /// one, and for an unrecorded request the `traceparent` its upstream gets), continuing the
 /// trace context of `headers` when they come from a trusted edge (`trusted`): a browser or
@@ -191,15 +168,19 @@ pub(crate) fn request_span(
         edge.is_sampled()
     } else {
         let threshold = THRESHOLD.load(Ordering::Relaxed);
-        threshold == u64::MAX || draw() < threshold
+        threshold == u64::MAX || crate::random::unique() < threshold
     };
     if !recorded {
         let trace_id = if edge.is_valid() {
             edge.trace_id()
         } else {
-            TraceId::from_bytes(((u128::from(draw()) << 64) | u128::from(draw() | 1)).to_be_bytes())
+            TraceId::from_bytes(
+                ((u128::from(crate::random::unique()) << 64)
+                    | u128::from(crate::random::unique() | 1))
+                .to_be_bytes(),
+            )
         };
-        let traceparent = format!("00-{trace_id}-{:016x}-00", draw() | 1);
+        let traceparent = format!("00-{trace_id}-{:016x}-00", crate::random::unique() | 1);
         let unrecorded = http::HeaderValue::try_from(traceparent)
             .ok()
             .map(Unrecorded);
