@@ -100,8 +100,8 @@ where
         // Nothing reads the OpenTelemetry context of the current thread: propagation takes
         // the span's own (`inject`), so entering a span need not set it.
         .with_context_activation(false);
-    // Saturating: a ratio of 1 is u64::MAX, which every draw but one is below; 1 also
-    // short-cuts in `sampled`.
+    // The cast saturates: a ratio of 1 gives u64::MAX, which `request_span` takes as
+    // "every trace" (no draw is needed).
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     THRESHOLD.store(
         (cfg.sample_ratio * u64::MAX as f64) as u64,
