@@ -1,8 +1,6 @@
 //! The Caddy recipe (`examples/caddy/Caddyfile`) with a real Caddy in front of Sallyport and
 //! the upstream: the nginx recipe's checks, through `forward_auth`.
 
-use std::sync::Arc;
-
 use reqwest::{Method, StatusCode};
 
 use crate::harness::browser::Browser;
@@ -60,38 +58,12 @@ async fn the_caddy_recipe_protects_the_app_with_forward_auth() {
     // Logged in (at Sallyport's public_url; the session cookie belongs to localhost, whatever
     // the port): through Caddy, the app sees the identity and the bearer token, not what the
     // client claimed.
-    let direct = stack.browser();
-    direct.login("alice", "/").await;
-    let (access, _, _) = stack.tokens_of(&direct).await;
-    let edge = Browser::with_jar(&caddy.url, Arc::clone(&direct.jar));
-    let api = edge
-        .fetch_with(
-            Method::GET,
-            "/api/echo/orders?page=2",
-            &[
-                ("x-auth-request-user", "admin"),
-                ("x-sallyport-authorization", "Bearer forged"),
-                ("authorization", "Bearer forged"),
-            ],
-        )
-        .await;
-    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
-    let seen = api.json();
-    assert_eq!(seen["path"], "/api/echo/orders");
-    assert_eq!(seen["query"], "page=2");
-    assert_eq!(
-        seen["headers"]["x-auth-request-user"],
-        serde_json::json!(["alice"])
-    );
-    assert_eq!(
-        seen["headers"]["x-auth-request-email"][0],
-        "alice@example.com"
-    );
-    assert!(seen["headers"].get("x-sallyport-authorization").is_none());
-    assert_eq!(
-        stack.upstream.seen.lock().unwrap().last().unwrap(),
-        &format!("Bearer {access}")
-    );
+    let (edge, access) = crate::nginx::identity_reaches_the_app(
+        &stack,
+        &caddy.url,
+        Some("x-sallyport-authorization"),
+    )
+    .await;
 
     // An auth: none route passes without identity or token, even when the client forges them.
     let public = edge

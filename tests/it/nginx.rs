@@ -27,6 +27,53 @@ pub async fn behind_nginx() -> (Stack, Nginx) {
     (stack, nginx)
 }
 
+/// Logs alice in at Sallyport and calls the app through the edge at `edge_url` with forged
+/// identity and token headers (and a forged `relay`, the header the edge's recipe carries the
+/// token in, if it uses one): the app sees her identity and Sallyport's bearer token, not what
+/// the client claimed, and the path and query as sent. Returns the edge browser, logged in,
+/// and her access token.
+pub async fn identity_reaches_the_app(
+    stack: &Stack,
+    edge_url: &str,
+    relay: Option<&str>,
+) -> (Browser, String) {
+    let direct = stack.browser();
+    direct.login("alice", "/").await;
+    let (access, _, _) = stack.tokens_of(&direct).await;
+    let edge = Browser::with_jar(edge_url, Arc::clone(&direct.jar));
+    let mut forged = vec![
+        ("x-auth-request-user", "admin"),
+        ("authorization", "Bearer forged"),
+    ];
+    forged.extend(relay.map(|name| (name, "Bearer forged")));
+    let api = edge
+        .fetch_with(Method::GET, "/api/echo/orders?page=2", &forged)
+        .await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
+    let seen = api.json();
+    assert_eq!(seen["path"], "/api/echo/orders");
+    assert_eq!(seen["query"], "page=2");
+    assert_eq!(
+        seen["headers"]["x-auth-request-user"],
+        serde_json::json!(["alice"])
+    );
+    assert_eq!(
+        seen["headers"]["x-auth-request-email"][0],
+        "alice@example.com"
+    );
+    if let Some(name) = relay {
+        assert!(
+            seen["headers"].get(name).is_none(),
+            "{name} reached the app"
+        );
+    }
+    assert_eq!(
+        stack.upstream.seen.lock().unwrap().last().unwrap(),
+        &format!("Bearer {access}")
+    );
+    (edge, access)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_nginx_recipe_protects_the_app_with_auth_request() {
     let (stack, nginx) = behind_nginx().await;
@@ -45,38 +92,8 @@ async fn the_nginx_recipe_protects_the_app_with_auth_request() {
         "nothing reached the app"
     );
 
-    // Logged in (the session cookie belongs to localhost, whatever the port): the app sees
-    // the identity and the bearer token, not what the client claimed.
-    let direct = stack.browser();
-    direct.login("alice", "/").await;
-    let (access, _, _) = stack.tokens_of(&direct).await;
-    let edge = Browser::with_jar(&nginx.url, Arc::clone(&direct.jar));
-    let api = edge
-        .fetch_with(
-            Method::GET,
-            "/api/echo/orders?page=2",
-            &[
-                ("x-auth-request-user", "admin"),
-                ("authorization", "Bearer forged"),
-            ],
-        )
-        .await;
-    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
-    let seen = api.json();
-    assert_eq!(seen["path"], "/api/echo/orders");
-    assert_eq!(seen["query"], "page=2");
-    assert_eq!(
-        seen["headers"]["x-auth-request-user"],
-        serde_json::json!(["alice"])
-    );
-    assert_eq!(
-        seen["headers"]["x-auth-request-email"][0],
-        "alice@example.com"
-    );
-    assert_eq!(
-        stack.upstream.seen.lock().unwrap().last().unwrap(),
-        &format!("Bearer {access}")
-    );
+    // Logged in (the session cookie belongs to localhost, whatever the port).
+    let (edge, access) = identity_reaches_the_app(&stack, &nginx.url, None).await;
     // Page JavaScript asking forward-auth itself, with a forged original URI, through the
     // edge (nginx passes client headers on): no answer, so no token. nginx's own subrequest
     // location is internal.
