@@ -65,13 +65,12 @@ pub(super) fn layer<S>(
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
 {
-    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    use opentelemetry_otlp::WithExportConfig as _;
     // The batch processor exports from a thread of its own, without a Tokio runtime: the
     // blocking HTTP client is the one that works there.
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(cfg.traces_url.as_str())
-        .with_headers(Default::default())
         .build()
         .map_err(|e| format!("telemetry.otlp: building the exporter: {e}"))?;
     let resource = opentelemetry_sdk::Resource::builder()
